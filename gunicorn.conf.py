@@ -1,0 +1,58 @@
+"""gunicorn settings: `gunicorn app:app` picks this file up from the working directory.
+
+One gevent worker: one process owns the camera (for several workers, see the Redis
+frame bus in the README). The settings are validated here, in the master, so a bad
+value stops gunicorn with one line instead of a worker boot loop.
+"""
+
+import sys as _sys
+
+import config as _config
+
+try:
+    _settings = _config.load()
+except _config.ConfigError as exc:
+    print(f"error: {exc}", file=_sys.stderr, flush=True)
+    _sys.exit(2)
+
+bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host
+        else f"{_settings.host}:{_settings.port}"]
+worker_class = "gevent"
+workers = 1
+worker_connections = 2000
+# Streams never end by themselves: on shutdown the camera ends them (see worker hooks
+# below), so a short graceful timeout is enough.
+graceful_timeout = 5
+keepalive = 5
+control_socket_disable = True  # gunicorn 27 would otherwise create ~/.gunicorn/gunicorn.ctl
+accesslog = None
+loglevel = _settings.log_level.lower()
+
+
+def post_worker_init(worker):
+    """End streams at once when the worker is told to stop, then let gunicorn go on."""
+    import signal
+
+    def closing(handler):
+        def handle(signum, frame):
+            for camera in _cameras(worker):
+                camera.close(wait=0)
+            return handler(signum, frame)
+        return handle
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            signal.signal(signum, closing(handler))
+
+
+def worker_exit(server, worker):
+    """Wait (briefly) for the driver to release its device before the worker exits."""
+    for camera in _cameras(worker):
+        camera.close(wait=2.0)
+
+
+def _cameras(worker):
+    app = getattr(worker, "wsgi", None)
+    extensions = getattr(app, "extensions", {})
+    return [extensions["camera"]] if "camera" in extensions else []
