@@ -205,6 +205,11 @@ def create_app(settings: config.Settings | None = None) -> Flask:
                 viewer = camera.subscribe()
             except CameraClosed:
                 abort(503, "the server is shutting down")
+        # A viewer that accepts no data for STREAM_SEND_TIMEOUT is dropped: the server's
+        # blocked send raises, the response ends and the subscription with it.
+        sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+        if sock is not None:
+            sock.settimeout(settings.send_timeout)
         return Response(stream(viewer, advance, fps), headers=headers,
                         content_type=mimetype, direct_passthrough=True)
 

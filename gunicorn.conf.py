@@ -33,6 +33,8 @@ def post_worker_init(worker):
     """End streams at once when the worker is told to stop, then let gunicorn go on."""
     import signal
 
+    worker.log.error_log.addFilter(_quiet_send_timeouts)
+
     def closing(handler):
         def handle(signum, frame):
             for camera in _cameras(worker):
@@ -56,3 +58,12 @@ def _cameras(worker):
     app = getattr(worker, "wsgi", None)
     extensions = getattr(app, "extensions", {})
     return [extensions["camera"]] if "camera" in extensions else []
+
+
+def _quiet_send_timeouts(record):
+    """A viewer dropped for STREAM_SEND_TIMEOUT is expected: one line, not a traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "dropped a viewer that accepted no data for STREAM_SEND_TIMEOUT", (), None, None)
+        record.levelname, record.levelno = "INFO", 20
+    return True
