@@ -8,6 +8,7 @@ Run it with `python app.py` (threads), `flask --app app run`, or `gunicorn app:a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hmac
 import importlib
@@ -15,6 +16,7 @@ import inspect
 import logging
 import pkgutil
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -86,7 +88,7 @@ def max_fps() -> float | None:
     return value
 
 
-def stream(viewer, advance: bool, fps: float | None):
+def stream(viewer, advance: bool, fps: float | None, sock: socket.socket | None = None):
     """The response body: one part per frame the viewer takes, for as long as it reads."""
     part = browser_part if advance else exact_part
     interval = 1.0 / fps if fps else 0.0
@@ -104,7 +106,11 @@ def stream(viewer, advance: bool, fps: float | None):
                 due = due + interval if frame.timestamp < due + interval else frame.timestamp + interval
             yield part(frame)
     except CameraClosed:
-        return
+        # Shutting down: make the server's next keep-alive read see EOF, so the
+        # connection closes now instead of idling through the graceful timeout.
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
     finally:
         viewer.close()
 
@@ -210,7 +216,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
         if sock is not None:
             sock.settimeout(settings.send_timeout)
-        return Response(stream(viewer, advance, fps), headers=headers,
+        return Response(stream(viewer, advance, fps, sock), headers=headers,
                         content_type=mimetype, direct_passthrough=True)
 
     @app.route("/snapshot.jpg")

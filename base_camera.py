@@ -233,7 +233,8 @@ class BaseCamera:
         self._seq = 0
         self._viewers = 0
         self._idle_since: float | None = None
-        self._run: _Run | None = None
+        self._run: _Run | None = None  # the capture run, while there is one
+        self._last_run: _Run | None = None
         self._closed = False
         self._newest: Frame | None = None  # what viewers take
         self._waiting: list = []  # events of viewers waiting for a newer frame
@@ -267,7 +268,7 @@ class BaseCamera:
             self._idle_since = None
             run = self._run
             if run is None:
-                run = self._run = _Run(first_seq=self._seq + 1)
+                run = self._run = self._last_run = _Run(first_seq=self._seq + 1)
                 self._newest = None
                 _start_native_thread(self._capture, (run,))
                 _start_native_thread(self._watch, (run,))
@@ -325,11 +326,11 @@ class BaseCamera:
         driver to release its device."""
         with self._lock:
             self._closed = True
-            run = self._run
-            if run is not None:
-                self._stop(run)
+            if self._run is not None:
+                self._stop(self._run)
+            run = self._last_run  # also when an earlier close(wait=0) stopped it
         self._wake_all()
-        if run is not None and not run.done.wait(wait):
+        if run is not None and wait > 0 and not run.done.wait(wait):
             log.warning("the camera driver did not stop within %.1f s", wait)
 
     # -- internals -------------------------------------------------------------------
@@ -457,6 +458,7 @@ class BaseCamera:
         run.error = self._last_error = message
         log.warning("%s: %s", type(self).__module__, message)
         log.debug("driver failure", exc_info=exc)
+        self._publish(run, PLACEHOLDER_JPEG, live=False)  # show it now, not at the next tick
 
     def _watch(self, run: _Run) -> None:
         """The watchdog: idle stop, and placeholders while the driver is down."""

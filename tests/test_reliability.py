@@ -1,0 +1,208 @@
+"""Broken cameras, misbehaving clients, storms, limits, auth and shutdown."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from base_camera import PLACEHOLDER_JPEG
+from conftest import frame_number, wait_until
+from test_core import events, thread_count, worker_pid
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# -- camera faults -------------------------------------------------------------------------
+
+def test_camera_that_cannot_start_gives_503_snapshots_and_placeholder_streams(servers, mode):
+    server = servers(mode, {"CAMERA": "faulty", "FAULT": "open"})
+    started = time.monotonic()
+    code, headers, body = server.get("/snapshot.jpg")
+    assert time.monotonic() - started < 6
+    assert code == 503 and headers["Retry-After"]
+    assert body.decode().strip() == "503 Service Unavailable: no camera at /dev/video9"
+    with server.stream() as stream:
+        parts = stream.frames(2)
+    assert all(p.body == PLACEHOLDER_JPEG for p in parts)
+    assert 0.5 < parts[1].received - parts[0].received < 2.0  # about once a second
+    status = server.status()
+    assert status["error"] == "no camera at /dev/video9" and status["running"] is False
+
+
+def test_driver_failing_mid_stream_recovers_without_reconnecting(servers, mode, tmp_path):
+    log = tmp_path / "events"
+    server = servers(mode, {"CAMERA": "faulty", "FAULT": "flaky:5", "COUNTER_FPS": "20",
+                            "DRIVER_EVENTS": str(log)})
+    seen = []
+    with server.stream() as stream:
+        while not seen or frame_number(seen[-1]) is None or frame_number(seen[-1]) < 200003:
+            seen.append(stream.next_part().body)
+            assert len(seen) < 100
+    numbers = [frame_number(b) for b in seen]
+    placeholder_at = numbers.index(None)
+    assert numbers[:placeholder_at] == [100001, 100002, 100003, 100004, 100005][-placeholder_at:]
+    assert seen[placeholder_at] == PLACEHOLDER_JPEG
+    assert numbers[-3:] == [200001, 200002, 200003]  # the restarted driver, same connection
+    assert events(log)[:3] == ["start", "stop", "start"]
+    assert server.status()["error"] is None
+
+
+def test_stalled_driver_is_reported_and_blocks_nothing(servers, mode):
+    server = servers(mode, {"CAMERA": "faulty", "FAULT": "stall:3", "COUNTER_FPS": "20",
+                            "CAMERA_STALL_TIMEOUT": "1"})
+    with server.stream() as stream:
+        assert [frame_number(p.body) for p in stream.frames(3)] == [100001, 100002, 100003]
+        stalled_part = stream.next_part()
+    assert stalled_part.body == PLACEHOLDER_JPEG
+    started = time.monotonic()
+    status = server.status()
+    assert time.monotonic() - started < 0.5
+    assert status["error"].startswith("no frame from the driver for")
+    assert status["running"] is False
+    started = time.monotonic()
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 8
+
+
+# -- clients that misbehave ----------------------------------------------------------------
+
+def silent_viewer(port: int) -> socket.socket:
+    """A client that asks for the stream and then never reads a byte."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /video_feed HTTP/1.1\r\nHost: camera\r\n\r\n")
+    return sock
+
+
+def test_viewer_that_stops_reading_is_dropped_and_others_keep_full_rate(servers, mode):
+    server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "25", "COUNTER_PAD": "200000",
+                            "STREAM_SEND_TIMEOUT": "1"})
+    silent = silent_viewer(server.port)
+    try:
+        with server.stream() as reader:
+            wait_until(lambda: server.status()["viewers"] == 2, timeout=5)
+            numbers = [frame_number(p.body) for p in reader.frames(50)]
+            assert numbers == list(range(numbers[0], numbers[0] + 50))
+            wait_until(lambda: server.status()["viewers"] == 1, timeout=8,
+                       message="the silent viewer dropped")
+    finally:
+        silent.close()
+    assert "Traceback" not in server.log()
+
+
+def test_storm_of_short_viewers_leaves_one_capture_run_and_no_leaks(servers, tmp_path):
+    log = tmp_path / "events"
+    server = servers("gevent", {"CAMERA": "counter", "COUNTER_FPS": "30",
+                                "DRIVER_EVENTS": str(log)})
+    pid = worker_pid(server)
+    with server.stream() as long_viewer:
+        long_viewer.next_part()
+        threads_before, rss_before = thread_count(pid), rss_kib(pid)
+        errors = []
+
+        def churn(n: int) -> None:
+            for i in range(n):
+                try:
+                    if i % 3 == 0:  # gone before the response
+                        with socket.create_connection(("127.0.0.1", server.port)) as s:
+                            s.sendall(b"GET /video_feed HTTP/1.1\r\nHost: x\r\n\r\n")
+                    else:
+                        with server.stream() as short:
+                            short.next_part()
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+
+        churners = [threading.Thread(target=churn, args=(75,)) for _ in range(4)]
+        for t in churners:
+            t.start()
+        frames = [frame_number(p.body) for p in long_viewer.frames(30)]
+        for t in churners:
+            t.join(60)
+        assert not errors, errors[:3]
+        assert frames == list(range(frames[0], frames[0] + 30))  # the long viewer kept its rate
+        wait_until(lambda: server.status()["viewers"] == 1, timeout=5, message="one viewer")
+        assert events(log) == ["start"]
+        assert thread_count(pid) == threads_before
+        assert rss_kib(pid) - rss_before < 16 * 1024, "RSS grew by 16 MiB or more"
+
+
+def test_max_clients_caps_streams_but_not_snapshots_or_status(servers):
+    server = servers("gevent", {"CAMERA": "counter", "MAX_CLIENTS": "2"})
+    first, second = server.stream(), server.stream()
+    first.next_part()
+    second.next_part()
+    code, headers, body = server.get("/video_feed")
+    assert code == 503 and headers["Retry-After"] and b"MAX_CLIENTS" in body
+    assert server.get("/snapshot.jpg")[0] == 200
+    assert server.get("/status")[0] == 200
+    first.close()
+    wait_until(lambda: server.status()["viewers"] == 1, timeout=5)
+    with server.stream() as third:
+        assert third.status == 200
+    second.close()
+
+
+# -- access ----------------------------------------------------------------------------------
+
+PASSWORD = "s3cret:with colon"
+
+
+def basic(user: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.mark.parametrize("path", ["/", "/video_feed", "/snapshot.jpg", "/status",
+                                  "/?action=stream", "/?action=snapshot",
+                                  "/static/unavailable.jpg"])
+def test_basic_auth_protects_every_route(servers, path):
+    server = servers("gevent", {"CAMERA": "counter", "BASIC_AUTH_USERNAME": "admin",
+                                "BASIC_AUTH_PASSWORD": PASSWORD})
+    for headers in ({}, basic("admin", "wrong"), basic("other", PASSWORD),
+                    {"Authorization": "Bearer abc"}):
+        code, response_headers, _ = server.get(path, headers)
+        assert code == 401
+        assert response_headers["WWW-Authenticate"].startswith('Basic realm="camera"')
+    if path in ("/video_feed", "/?action=stream"):
+        with server.stream(path, basic("admin", PASSWORD)) as stream:
+            assert stream.status == 200 and stream.next_part().body[:2] == b"\xff\xd8"
+    else:
+        assert server.get(path, basic("admin", PASSWORD))[0] == 200
+    assert PASSWORD not in server.log()
+    assert base64.b64encode(f"admin:{PASSWORD}".encode()).decode() not in server.log()
+
+
+# -- shutdown --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_with_viewers_ends_streams_releases_camera_and_exits(servers, mode, sig,
+                                                                   tmp_path):
+    log = tmp_path / "events"
+    server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "10",
+                            "DRIVER_EVENTS": str(log)})
+    streams = [server.stream() for _ in range(3)]
+    for stream in streams:
+        stream.next_part()
+    started = time.monotonic()
+    code = server.stop(sig, timeout=10)
+    took = time.monotonic() - started
+    assert took < 5, f"exit took {took:.1f} s"
+    assert code in (0, -sig, 128 + sig), code
+    assert events(log) == ["start", "stop"], "the driver was not closed"
+    for stream in streams:
+        with pytest.raises((EOFError, OSError)):
+            for _ in range(30):
+                stream.next_part()
+        stream.close()
+    assert "Traceback" not in server.log()
