@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -159,7 +160,10 @@ class _GreenEvent:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            waiter.switch()
+            try:
+                waiter.switch()
+            except BaseException:  # noqa: BLE001 - one viewer must not stop the fan-out
+                self._hub.handle_error(waiter, *sys.exc_info())
 
 
 class _Run:

@@ -87,8 +87,8 @@ class Server:
         return json.loads(body)
 
     def stream(self, path: str = "/video_feed", headers: dict | None = None,
-               timeout: float = 10.0) -> MJPEGStream:
-        return MJPEGStream(self.port, path, headers, timeout)
+               timeout: float = 10.0, rcvbuf: int | None = None) -> MJPEGStream:
+        return MJPEGStream(self.port, path, headers, timeout, rcvbuf)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -184,8 +184,15 @@ class MJPEGStream:
     part's headers have arrived, as a browser would draw it.
     """
 
-    def __init__(self, port: int, path: str, headers: dict | None, timeout: float) -> None:
+    def __init__(self, port: int, path: str, headers: dict | None, timeout: float,
+                 rcvbuf: int | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if rcvbuf:  # a small receive buffer: a slow link, set before connecting
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", port))
+            self.conn.sock = sock
         self.conn.request("GET", path, headers=headers or {})
         self.response = self.conn.getresponse()
         self.status = self.response.status

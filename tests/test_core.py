@@ -125,7 +125,7 @@ def test_capture_stops_after_idle_timeout_and_starts_again(servers, mode, tmp_pa
 def test_slow_viewer_skips_frames_and_does_not_hold_up_others(servers, mode):
     # 100 KB frames at 25 fps: a reader that pauses fills the socket buffers quickly.
     server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "25", "COUNTER_PAD": "100000"})
-    slow, fast = server.stream(), server.stream()
+    slow, fast = server.stream(rcvbuf=16384), server.stream()
     first = frame_number(slow.next_part().body)
     fast_numbers = [frame_number(p.body) for p in fast.frames(40)]  # 1.6 s; slow reads none
     assert fast_numbers == list(range(fast_numbers[0], fast_numbers[0] + 40))
