@@ -53,6 +53,11 @@ def _original(module: str, name: str):
     return monkey.get_original(module, name)
 
 
+try:
+    from greenlet import getcurrent as _getcurrent  # comes with gevent
+except ImportError:
+    _getcurrent = None
+
 _start_native_thread = _original("_thread", "start_new_thread")
 _native_lock = _original("_thread", "allocate_lock")
 
@@ -142,9 +147,7 @@ class _GreenEvent:
         pass
 
     def wait(self, timeout: float | None = None) -> None:
-        from gevent import getcurrent
-
-        self._waiter = getcurrent()
+        self._waiter = _getcurrent()
         timer = None
         if timeout is not None:
             timer = self._hub.loop.timer(max(timeout, 0))
