@@ -90,14 +90,21 @@ class Server:
                timeout: float = 10.0, rcvbuf: int | None = None) -> MJPEGStream:
         return MJPEGStream(self.port, path, headers, timeout, rcvbuf)
 
+    def kill(self) -> None:
+        """Kill the server and anything it started (gunicorn's workers) at once."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
                 raise AssertionError(f"{self.mode} server did not stop within {timeout} s")
         return self.proc.returncode
 
@@ -130,7 +137,7 @@ def start_server(mode: str, tmp_path: Path, env: dict | None = None,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(server_command(mode, port) + (args or []), cwd=ROOT,
                                 env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     server = Server(mode, port, proc, log_path, env or {})
     if wait:
         def ready():
@@ -158,9 +165,7 @@ def servers(tmp_path):
 
     yield factory
     for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait()
+        server.kill()
 
 
 @pytest.fixture(params=MODES)

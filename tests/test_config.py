@@ -23,7 +23,7 @@ def run_to_exit(mode: str, env: dict, tmp_path) -> tuple[int, str]:
     try:
         code = server.proc.wait(30)
     except subprocess.TimeoutExpired:
-        server.proc.kill()
+        server.kill()
         raise AssertionError(f"{mode} kept running with {env}:\n{server.log()}")
     return code, server.log()
 
