@@ -43,22 +43,24 @@ BROWSER_DESTINATIONS = {"image", "document", "iframe", "frame", "embed", "object
 
 # -- wire format: each part is built once per frame and shared by every viewer --------
 
-_PART_HEAD = b"--" + BOUNDARY.encode() + b"\r\nContent-Type: image/jpeg\r\n"
+_BOUNDARY_LINE = b"\r\n--" + BOUNDARY.encode() + b"\r\n"
+_PART_HEAD = _BOUNDARY_LINE[2:] + b"Content-Type: image/jpeg\r\n"
 
 
 @functools.lru_cache(maxsize=4)
 def browser_part(frame: Frame) -> bytes:
     """The frame, then the NEXT part's boundary and headers: Chrome draws a part only once
     it has parsed the next part's headers, so sending them now shows this frame now."""
-    return frame.data + b"\r\n" + _PART_HEAD + b"\r\n"
+    return frame.data + _BOUNDARY_LINE + b"Content-Type: image/jpeg\r\n\r\n"
 
 
 @functools.lru_cache(maxsize=4)
 def exact_part(frame: Frame) -> bytes:
-    """A whole part with Content-Length and capture time, for ffmpeg, OpenCV and scripts:
-    they read exactly one frame, with no delay and no boundary scanning."""
-    return b"%sContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n%s\r\n" % (
-        _PART_HEAD, len(frame.data), frame.timestamp, frame.data)
+    """A part with Content-Length and capture time, for ffmpeg, OpenCV and scripts: they
+    read exactly one frame with no boundary scanning. The boundary follows at once, so
+    clients that split on it are not a frame behind either."""
+    return b"Content-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n%s%s" % (
+        len(frame.data), frame.timestamp, frame.data, _BOUNDARY_LINE)
 
 
 def wants_advance_headers() -> bool:
@@ -94,8 +96,7 @@ def stream(viewer, advance: bool, fps: float | None, sock: socket.socket | None 
     interval = 1.0 / fps if fps else 0.0
     due = 0.0
     try:
-        if advance:
-            yield _PART_HEAD + b"\r\n"
+        yield _PART_HEAD + b"\r\n" if advance else _BOUNDARY_LINE[2:]
         while True:
             frame = viewer.next_frame()
             if interval:
