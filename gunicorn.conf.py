@@ -5,7 +5,10 @@ frame bus in the README). The settings are validated here, in the master, so a b
 value stops gunicorn with one line instead of a worker boot loop.
 """
 
+import socket as _socket
 import sys as _sys
+
+import gunicorn.util as _gunicorn_util
 
 import config as _config
 
@@ -27,6 +30,30 @@ keepalive = 5
 control_socket_disable = True  # gunicorn 27 would otherwise create ~/.gunicorn/gunicorn.ctl
 accesslog = None
 loglevel = _settings.log_level.lower()
+
+
+def _write_chunk(sock, data):
+    """gunicorn's chunked write as one gather-write.
+
+    gunicorn.util.write_chunk joins size line, data and CRLF into a new bytes object and
+    calls sendall, which in gevent also asks the kernel for SO_SNDBUF on every call. For
+    a stream that is one copy of every frame for every viewer: sending the three pieces
+    with one sendmsg saves about a fifth of the CPU per delivered frame (see
+    benchmarks/README.md). The socket's timeout still applies (STREAM_SEND_TIMEOUT).
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    views = [memoryview(b"%X\r\n" % len(data)), memoryview(data), memoryview(b"\r\n")]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
+
+
+if hasattr(_gunicorn_util, "write_chunk") and hasattr(_socket.socket, "sendmsg"):
+    _gunicorn_util.write_chunk = _write_chunk
 
 
 def post_worker_init(worker):
