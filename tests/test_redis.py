@@ -1,0 +1,172 @@
+"""The Redis frame bus with a real redis-server: one publisher, many workers and servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from base_camera import PLACEHOLDER_JPEG
+from conftest import DRIVERS, ROOT, free_port, frame_number, need_tool, wait_until
+from test_config import run_to_exit
+
+sys.path.insert(0, str(DRIVERS))
+from numbered import numbered  # noqa: E402
+
+
+class RedisServer:
+    def __init__(self, tmp_path: Path) -> None:
+        self.binary = need_tool("redis-server")
+        self.port = free_port()
+        self.dir = tmp_path
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+        wait_until(lambda: _pings(redis.Redis(port=self.port)), timeout=10, message="redis")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def publisher(redis_server, tmp_path):
+    """`flask --app app publish` with the counter driver at 10 fps."""
+    log = tmp_path / "publisher.log"
+    events = tmp_path / "events"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERA")}
+    env.update({"CAMERA": "counter", "COUNTER_FPS": "10", "REDIS_URL": redis_server.url,
+                "CAMERA_IDLE_TIMEOUT": "1", "DRIVER_EVENTS": str(events),
+                "PYTHONPATH": str(DRIVERS), "PYTHONUNBUFFERED": "1"})
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "publish"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    proc.events, proc.log = events, log
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def web(servers, redis_server, workers: int = 3, **env):
+    return servers("gevent", {"CAMERA": "redis", "REDIS_URL": redis_server.url,
+                              "CAMERA_IDLE_TIMEOUT": "1", **env},
+                   args=["--workers", str(workers)])
+
+
+def events(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_two_servers_with_three_workers_each_stream_one_camera(servers, redis_server,
+                                                               publisher):
+    first, second = web(servers, redis_server), web(servers, redis_server)
+    streams = [s.stream() for s in (first, second) for _ in range(6)]
+    for stream in streams:
+        stream.next_part()
+    for stream in streams:
+        parts = stream.frames(6)
+        numbers = [frame_number(p.body) for p in parts]
+        assert numbers == list(range(numbers[0], numbers[0] + 6)), numbers
+        assert all(p.body == numbered(n) for p, n in zip(parts, numbers))
+        span = float(parts[-1].headers["x-timestamp"]) - float(parts[0].headers["x-timestamp"])
+        assert 0.35 < span < 0.8  # 10 fps
+    assert events(publisher.events) == ["start"]  # one camera for all of them
+    for stream in streams:
+        stream.close()
+
+
+def test_publisher_captures_only_while_someone_watches(servers, redis_server, publisher):
+    server = web(servers, redis_server, workers=2)
+    time.sleep(1.5)  # the publisher is polling: with nobody watching it must not start
+    assert events(publisher.events) == []
+    with server.stream() as stream:
+        stream.frames(2)
+        assert events(publisher.events) == ["start"]
+    # Worker idle timeout (1 s) -> it unsubscribes -> publisher idle timeout (1 s) -> stop.
+    wait_until(lambda: events(publisher.events) == ["start", "stop"], timeout=10,
+               message="the camera stopped")
+    assert "nobody watching" in publisher.log.read_text()
+
+
+def test_snapshot_through_redis(servers, redis_server, publisher):
+    server = web(servers, redis_server, workers=2)
+    code, headers, body = server.get("/snapshot.jpg")  # starts the camera through the bus
+    assert code == 200 and body == numbered(frame_number(body))
+    code, _, again = server.get("/snapshot.jpg")  # now from the newest-frame key
+    assert code == 200 and frame_number(again) >= frame_number(body)
+
+
+def test_viewers_stay_connected_through_a_redis_restart(servers, redis_server, publisher):
+    server = web(servers, redis_server, workers=2, CAMERA_STALL_TIMEOUT="1")
+    with server.stream() as stream:
+        before = frame_number(stream.frames(3)[-1].body)
+        redis_server.stop()
+        wait_until(lambda: stream.next_part().body == PLACEHOLDER_JPEG, timeout=10,
+                   message="the placeholder")
+        redis_server.start()
+        part = wait_until(lambda: (p := stream.next_part()).body != PLACEHOLDER_JPEG and p,
+                          timeout=30, message="live frames again")
+        assert frame_number(part.body) is not None
+    assert publisher.poll() is None  # the publisher rode through the restart too
+    assert before
+
+
+def test_publisher_stops_cleanly_on_sigterm(redis_server, publisher):
+    wait_until(lambda: "publishing camera_counter" in publisher.log.read_text(), timeout=10)
+    publisher.send_signal(signal.SIGTERM)
+    assert publisher.wait(10) == 0
+    assert "publisher stopped" in publisher.log.read_text()
+
+
+def test_publisher_keeps_retrying_an_unreachable_redis(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERA")}
+    env.update({"CAMERA": "counter", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                "PYTHONPATH": str(DRIVERS)})
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "publish"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    time.sleep(2)  # let it fail a few times: it must keep running, not crash
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0
+    assert output.count("retrying in") >= 2 and "Traceback" not in output
+
+
+@pytest.mark.parametrize("mode", ["dev", "gevent"])
+def test_bad_redis_url_is_a_clear_start_up_error(tmp_path, mode):
+    code, output = run_to_exit(mode, {"CAMERA": "redis", "REDIS_URL": "redis://host:notaport"},
+                               tmp_path)
+    assert code != 0 and "Traceback" not in output
+    assert "error: REDIS_URL='redis://host:notaport'" in output
