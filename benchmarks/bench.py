@@ -83,7 +83,8 @@ def free_port() -> int:
 
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
-    pin = lambda: os.sched_setaffinity(0, {args.server_cpu})  # noqa: E731
+    cpus = {int(c) for c in args.server_cpu.split(",")}
+    pin = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
     if args.server_cmd:
         proc = subprocess.Popen(shlex.split(args.server_cmd), cwd=args.server_cwd,
                                 preexec_fn=pin, start_new_session=True,
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=4)
     parser.add_argument("--fps", type=float, default=30)
-    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--server-cpu", default="0", help="CPU(s) for the server, e.g. 0 or 0,1")
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--server-cmd", help="another MJPEG server's command line")
     parser.add_argument("--server-cwd", default=".")
