@@ -504,9 +504,11 @@ def _destroy_thread_hub() -> None:
     """Free the gevent hub a driver may have made in this native thread (a patched
     time.sleep makes one), so restarts do not leak loops."""
     try:
-        from gevent.hub import get_hub_if_exists
+        import gevent  # noqa: F401
     except ImportError:
         return
+    from gevent._hub_local import get_hub_if_exists  # the only way that does not make one
+
     hub = get_hub_if_exists()
     if hub is not None:
         hub.destroy(destroy_loop=True)

@@ -164,9 +164,20 @@ def main() -> None:
                   f"  {status['viewers']:7d}  {status['frames_captured']:15d}  {load.churn:5d}"
                   f"  {load.errors:6d}", flush=True)
         stop.set()
+        for t in churners + counter_threads:
+            t.join(15)  # readers see the stop at their next chunk
         for response in streams:
             response.close()
-        time.sleep(8)  # viewers gone, idle timeout passed, capture stopped
+        idle_deadline = time.monotonic() + 30
+        while time.monotonic() < idle_deadline:  # viewers gone, idle timeout passed
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/status")
+            status = json.loads(conn.getresponse().read())
+            conn.close()
+            if status["viewers"] == 0 and not status["running"]:
+                break
+            time.sleep(0.5)
+        time.sleep(1)  # the capture thread ends just after it reports stopped
         end = figures(pid)
         starts = events.read_text().split().count("start")
         print(f"idle after:  RSS {end[0]:.1f} MiB, threads {end[1]}, fds {end[2]}")

@@ -36,6 +36,10 @@ def thread_count(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
 
+def fd_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
 def test_each_server_streams_whole_jpegs_to_several_viewers_at_the_driver_rate(servers, mode):
     server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "20"})
     streams = [server.stream() for _ in range(3)]
@@ -105,7 +109,7 @@ def test_capture_stops_after_idle_timeout_and_starts_again(servers, mode, tmp_pa
                             "CAMERA_IDLE_TIMEOUT": "0.5"})
     pid = worker_pid(server)
     server.status()  # let lazily started server threads settle before counting
-    threads_idle = thread_count(pid)
+    threads_idle, fds_idle = thread_count(pid), fd_count(pid)
     with server.stream() as stream:
         stream.frames(2)
         assert thread_count(pid) >= threads_idle + 2  # capture thread + watchdog
@@ -117,6 +121,10 @@ def test_capture_stops_after_idle_timeout_and_starts_again(servers, mode, tmp_pa
     if mode == "gevent":  # one OS thread serves every request: the count is exact
         wait_until(lambda: thread_count(pid) == threads_idle, timeout=5,
                    message=f"threads back to {threads_idle}")
+    # A driver's time.sleep under gevent makes an event loop in the capture thread; the
+    # run must free it with the thread, or every restart leaks descriptors.
+    wait_until(lambda: fd_count(pid) == fds_idle, timeout=5,
+               message=f"open files back to {fds_idle} (now {fd_count(pid)})")
     with server.stream() as stream:
         assert frame_number(stream.next_part().body) == 1  # a new run, from its first frame
     assert events(log)[:3] == ["start", "stop", "start"]
