@@ -103,6 +103,26 @@ def test_fps_query_caps_one_viewer_and_leaves_the_others(counter):
     assert numbers[-1] - numbers[0] == 4  # the other viewer still gets every frame
 
 
+def test_viewers_on_different_fps_caps_share_one_capture_run(servers, tmp_path):
+    log = tmp_path / "events"
+    server = servers("gevent", {"CAMERA": "counter", "COUNTER_FPS": "20",
+                                "DRIVER_EVENTS": str(log)})
+    paths = ["/video_feed?fps=2", "/video_feed?fps=5", "/video_feed?fps=10", "/video_feed"]
+    streams = [server.stream(path) for path in paths]
+    try:
+        rates = []
+        for stream in streams:
+            parts = stream.frames(3)
+            stamps = [float(p.headers["x-timestamp"]) for p in parts]
+            rates.append(2 / (stamps[-1] - stamps[0]))
+        assert rates[0] < rates[1] < rates[2] < rates[3], rates
+        assert server.status()["viewers"] == 4
+        assert log.read_text().split() == ["start"]
+    finally:
+        for stream in streams:
+            stream.close()
+
+
 def test_unknown_query_strings_such_as_cache_busters_are_ignored(counter):
     with counter.stream("/video_feed?1700000000000&foo=bar") as stream:
         assert stream.status == 200
