@@ -56,6 +56,16 @@ if hasattr(_gunicorn_util, "write_chunk") and hasattr(_socket.socket, "sendmsg")
     _gunicorn_util.write_chunk = _write_chunk
 
 
+def on_starting(server):
+    """Several workers would each open the camera: refuse, and say what works instead."""
+    if server.cfg.workers > 1 and _settings.camera != "redis":
+        print(f"error: {server.cfg.workers} workers with CAMERA={_settings.camera or 'emulated'}"
+              ": one process owns a camera; for several workers run 'flask --app app publish'"
+              " beside the camera and the web workers with CAMERA=redis (see README)",
+              file=_sys.stderr, flush=True)
+        _sys.exit(2)
+
+
 def post_worker_init(worker):
     """End streams at once when the worker is told to stop, then let gunicorn go on."""
     import signal

@@ -55,6 +55,15 @@ def test_unknown_camera_lists_the_drivers_it_found(tmp_path):
         assert name in output.split("drivers found:")[1]
 
 
+def test_several_gunicorn_workers_on_one_camera_are_refused_with_the_way_out(tmp_path):
+    server = start_server("gevent", tmp_path, {"CAMERA": "counter"}, wait=False,
+                          args=["--workers", "3"])
+    code = server.proc.wait(30)
+    output = server.log()
+    assert code != 0 and "Traceback" not in output and "Booting worker" not in output
+    assert "error: 3 workers with CAMERA=counter" in output and "CAMERA=redis" in output
+
+
 def test_only_one_of_the_basic_auth_pair_is_an_error(tmp_path):
     code, output = run_to_exit("dev", {"BASIC_AUTH_USERNAME": "admin"}, tmp_path)
     assert code != 0 and "Traceback" not in output
