@@ -4,8 +4,11 @@ Starts the server (gunicorn, one gevent worker) pinned to CPU 0 with the benchma
 driver (58 KB JPEGs at 30 fps), runs the load client pinned to CPU 1 for each viewer
 count, and prints a markdown table. `--server-cmd` measures any other MJPEG server
 the same way (give its stream `--url`), so figures can be compared in one run.
+`--redis` serves through the Redis frame bus instead: redis-server, the publisher and
+`--workers` CAMERA=redis workers, all on `--server-cpu` and all counted as the server.
 
     python benchmarks/bench.py --viewers 100,400,800 --seconds 20
+    python benchmarks/bench.py --redis --workers 2 --server-cpu 0,1 --viewers 800,1200
     python benchmarks/bench.py --server-cmd "gunicorn -k gevent app:app" \\
         --server-cwd ../flask-video-streaming --url http://127.0.0.1:8000/video_feed
 """
@@ -40,9 +43,9 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     total = 0
-    for p in tree(pid):
+    for p in (p for proc in procs for p in tree(proc.pid)):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime + stime
@@ -51,9 +54,9 @@ def cpu_seconds(pid: int) -> float:
     return total / TICK
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(procs: list[subprocess.Popen]) -> int:
     total = 0
-    for p in tree(pid):
+    for p in (p for proc in procs for p in tree(proc.pid)):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -82,41 +85,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args) -> tuple[subprocess.Popen, str]:
+def start_server(args) -> tuple[list[subprocess.Popen], str]:
+    """The server's processes (all measured together) and its stream URL."""
     cpus = {int(c) for c in args.server_cpu.split(",")}
-    pin = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731
+
+    def spawn(command: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+                                start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, **kwargs)
+
     if args.server_cmd:
-        proc = subprocess.Popen(shlex.split(args.server_cmd), cwd=args.server_cwd,
-                                preexec_fn=pin, start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = spawn(shlex.split(args.server_cmd), cwd=args.server_cwd)
         port = int(args.url.rsplit(":", 1)[1].split("/")[0])
         wait_listening(port, proc)
-        return proc, args.url
-    port = free_port()
+        return [proc], args.url
+    procs, port = [], free_port()
     env = {**os.environ, "CAMERA": "bench", "HOST": "127.0.0.1", "PORT": str(port),
            "CAMERA_FPS": str(args.fps), "CAMERA_IDLE_TIMEOUT": "2", "LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "app:app"], cwd=ROOT, env=env,
-                            preexec_fn=pin, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_listening(port, proc)
-    return proc, f"http://127.0.0.1:{port}/video_feed"
+    try:
+        if args.redis:
+            # The Redis frame bus: redis-server and the publisher count as server CPU too.
+            redis_port = free_port()
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            procs.append(spawn(["redis-server", "--port", str(redis_port), "--bind",
+                                "127.0.0.1", "--save", "", "--appendonly", "no"]))
+            wait_listening(redis_port, procs[-1])
+            procs.append(spawn([sys.executable, "-m", "flask", "--app", "app", "publish"],
+                               cwd=ROOT, env=env))
+            env = {**env, "CAMERA": "redis"}
+        procs.append(spawn([sys.executable, "-m", "gunicorn", "--workers", str(args.workers),
+                            "app:app"], cwd=ROOT, env=env))
+        wait_listening(port, procs[-1])
+    except BaseException:
+        stop_server(procs)
+        raise
+    return procs, f"http://127.0.0.1:{port}/video_feed"
 
 
-def measure(args, proc, url: str, viewers: int) -> dict:
+def stop_server(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+
+
+def measure(args, procs, url: str, viewers: int) -> dict:
     """Run the load client; sample server CPU and memory over its measuring window."""
     with urllib.request.urlopen(url.replace("/video_feed", "/snapshot.jpg"), timeout=10) as r:
         r.read()  # camera running, worker warm
-    rss_before = rss_kib(proc.pid)
+    rss_before = rss_kib(procs)
     client = subprocess.Popen([sys.executable, str(HERE / "loadclient.py"), url,
                                "--viewers", str(viewers), "--seconds", str(args.seconds),
                                "--warmup", str(args.warmup), "--cpu", str(args.client_cpu)],
                               stdout=subprocess.PIPE, text=True)
     time.sleep(args.warmup)
-    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    cpu0, t0 = cpu_seconds(procs), time.monotonic()
     time.sleep(args.seconds * 0.9)
-    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-    rss_during = rss_kib(proc.pid)
+    cpu1, t1 = cpu_seconds(procs), time.monotonic()
+    rss_during = rss_kib(procs)
     result = json.loads(client.communicate(timeout=args.seconds + 60)[0])
     cpu = (cpu1 - cpu0) / (t1 - t0)
     delivered = result["frames"] / args.seconds
@@ -128,12 +154,12 @@ def measure(args, proc, url: str, viewers: int) -> dict:
     return result
 
 
-def idle_cpu(proc, seconds: float) -> float:
+def idle_cpu(procs, seconds: float) -> float:
     """Server CPU % with no viewers, after the camera's idle timeout."""
     time.sleep(4)  # CAMERA_IDLE_TIMEOUT=2 and a watchdog tick
-    cpu0 = cpu_seconds(proc.pid)
+    cpu0 = cpu_seconds(procs)
     time.sleep(seconds)
-    return round(100 * (cpu_seconds(proc.pid) - cpu0) / seconds, 2)
+    return round(100 * (cpu_seconds(procs) - cpu0) / seconds, 2)
 
 
 def main() -> None:
@@ -144,21 +170,27 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30)
     parser.add_argument("--server-cpu", default="0", help="CPU(s) for the server, e.g. 0 or 0,1")
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers (with --redis)")
+    parser.add_argument("--redis", action="store_true",
+                        help="serve through the Redis frame bus: redis-server, flask publish, "
+                             "CAMERA=redis workers (needs redis-server)")
     parser.add_argument("--server-cmd", help="another MJPEG server's command line")
     parser.add_argument("--server-cwd", default=".")
     parser.add_argument("--url", help="its stream URL (with --server-cmd)")
     parser.add_argument("--idle-check", type=float, default=0,
                         help="also measure CPU over this many seconds with no viewers")
     args = parser.parse_args()
-    proc, url = start_server(args)
-    print(f"server: {args.server_cmd or 'gunicorn app:app (gevent, CAMERA=bench)'} on CPU "
+    procs, url = start_server(args)
+    ours = (f"redis-server + flask publish (CAMERA=bench) + gunicorn --workers {args.workers}"
+            " (CAMERA=redis)" if args.redis else "gunicorn app:app (gevent, CAMERA=bench)")
+    print(f"server: {args.server_cmd or ours} on CPU "
           f"{args.server_cpu}; client on CPU {args.client_cpu}; {args.seconds:g} s per row\n")
     print("| viewers | server CPU | us/frame | fps min / median | latency p50 / p99 ms "
           "| RSS/viewer KiB | client CPU |")
     print("|---|---|---|---|---|---|---|")
     try:
         for viewers in [int(v) for v in args.viewers.split(",")]:
-            r = measure(args, proc, url, viewers)
+            r = measure(args, procs, url, viewers)
             flag = " (client-bound)" if r["client_cpu_percent"] > 90 else ""
             print(f"| {viewers} | {r['server_cpu_percent']}% | {r['us_per_frame']} "
                   f"| {r['fps_min']} / {r['fps_median']} "
@@ -169,10 +201,9 @@ def main() -> None:
                 print(f"|   | {r['failed']} viewers failed, {r['without_frames']} got no frame |")
         if args.idle_check:
             print(f"\nno viewers, after the idle timeout: server CPU "
-                  f"{idle_cpu(proc, args.idle_check)}%")
+                  f"{idle_cpu(procs, args.idle_check)}%")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
+        stop_server(procs)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,26 @@ def worker_pid(master: int) -> int:
     return int(children[0]) if children else master
 
 
+def open_files(pid: int) -> dict[str, str]:
+    """fd -> what it is (socket, pipe, anon_inode:[eventpoll], a path)."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def status_of(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/status")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
 def figures(pid: int) -> tuple[float, int, int]:
     """RSS MiB, threads, open file descriptors of `pid`."""
     rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text()
@@ -122,14 +142,16 @@ def main() -> None:
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # The master listens before its worker has booted: wait for an answer, so the
+        # "before" figures include the worker's own start-up files.
         for _ in range(100):
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                status_of(port)
                 break
             except OSError:
                 time.sleep(0.1)
         pid = worker_pid(server.pid)
-        idle = figures(pid)
+        idle, idle_files = figures(pid), open_files(pid)
         stop = threading.Event()
         load = Load(port, stop)
         load.long_frames = [0] * args.long_viewers
@@ -154,10 +176,7 @@ def main() -> None:
         started, rows = time.monotonic(), []
         while time.monotonic() < deadline:
             time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request("GET", "/status")
-            status = json.loads(conn.getresponse().read())
-            conn.close()
+            status = status_of(port)
             row = figures(pid)
             rows.append(row)
             print(f"{time.monotonic() - started:6.0f}s  {row[0]:7.1f}  {row[1]:7d}  {row[2]:3d}"
@@ -170,10 +189,7 @@ def main() -> None:
             response.close()
         idle_deadline = time.monotonic() + 30
         while time.monotonic() < idle_deadline:  # viewers gone, idle timeout passed
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request("GET", "/status")
-            status = json.loads(conn.getresponse().read())
-            conn.close()
+            status = status_of(port)
             if status["viewers"] == 0 and not status["running"]:
                 break
             time.sleep(0.5)
@@ -187,6 +203,9 @@ def main() -> None:
         ok = starts == 1 and end[1] == idle[1] and end[2] <= idle[2] + 2 and growth < 5
         print(f"RSS growth after the first minute: {growth:+.1f} MiB; "
               f"leak check: {'OK' if ok else 'FAILED'}")
+        extra = {fd: what for fd, what in open_files(pid).items() if fd not in idle_files}
+        if extra:
+            print("open since before the soak:", ", ".join(sorted(extra.values())))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(15)
