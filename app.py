@@ -267,9 +267,26 @@ def _configure_logging(settings: config.Settings) -> None:
     logging.getLogger().setLevel(settings.log_level)
 
 
+def _raise_open_files_limit() -> None:
+    """Each viewer holds a socket: lift the soft limit (often 1024) to the hard one, so
+    the limit is the machine's, not a default's."""
+    try:
+        import resource
+    except ImportError:  # not on Linux or macOS
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            log.debug("could not raise the open files limit from %d", soft)
+
+
 try:
     _settings = config.load()
     _configure_logging(_settings)
+    _raise_open_files_limit()
     app = create_app(_settings)
 except config.ConfigError as _exc:
     _fail(str(_exc))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import selectors
 import socket
 import statistics
@@ -226,6 +227,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < args.viewers + 64 <= hard:  # one socket per viewer
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.viewers + 64, hard))
     print(json.dumps(run(args.url, args.viewers, args.seconds, args.warmup)), flush=True)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import frame_number, wait_until
+from conftest import ROOT, frame_number, wait_until
 from test_core import events, thread_count, worker_pid
 
 
@@ -206,3 +208,13 @@ def test_signal_with_viewers_ends_streams_releases_camera_and_exits(servers, mod
                 stream.next_part()
         stream.close()
     assert "Traceback" not in server.log()
+
+
+def test_open_files_limit_is_lifted_so_viewers_are_not_capped_at_1024():
+    code = ("import resource; soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); import app; "
+            "print(*resource.getrlimit(resource.RLIMIT_NOFILE))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    soft, hard = int(out[-2]), int(out[-1])
+    assert soft == (hard if hard != -1 else 1 << 20)  # -1: RLIM_INFINITY
