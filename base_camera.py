@@ -178,6 +178,7 @@ class _Run:
         self.done = _NativeFlag()  # set once: the driver's generator is closed
         self.started = time.monotonic()
         self.last_frame = self.started  # monotonic time of the newest live frame
+        self.last_placeholder = 0.0  # monotonic time of the newest placeholder; 0: live
         self.error: str | None = None
         self.captured: deque[float] = deque(maxlen=30)  # monotonic capture times, for fps
 
@@ -384,6 +385,8 @@ class BaseCamera:
                 return None
             self._seq += 1
             frame = Frame(data, time.time(), self._seq, live)
+            if not live:
+                run.last_placeholder = time.monotonic()
             if self._hub is not None:
                 self._incoming = frame
             else:
@@ -454,6 +457,7 @@ class BaseCamera:
             raise CameraError(f"the driver yielded {type(data).__name__}, not JPEG bytes")
         now = time.monotonic()
         run.last_frame = now
+        run.last_placeholder = 0.0
         run.captured.append(now)
         run.error = None
         self._last_error = None
@@ -465,13 +469,14 @@ class BaseCamera:
         run.error = self._last_error = message
         log.warning("%s: %s", type(self).__module__, message)
         log.debug("driver failure", exc_info=exc)
-        self._publish(run, PLACEHOLDER_JPEG, live=False)  # show it now, not at the next tick
+        # Show it now, not at the watchdog's next tick, unless viewers see one already.
+        if time.monotonic() - run.last_placeholder >= PLACEHOLDER_INTERVAL:
+            self._publish(run, PLACEHOLDER_JPEG, live=False)
 
     def _watch(self, run: _Run) -> None:
         """The watchdog: idle stop, and placeholders while the driver is down."""
         s = self.settings
         tick = min(1.0, max(0.05, min(s.idle_timeout, s.stall_timeout) / 4))
-        last_placeholder = 0.0
         while not run.stop.wait(tick):
             now = time.monotonic()
             with self._lock:
@@ -484,8 +489,7 @@ class BaseCamera:
                 run.error = self._last_error = (
                     f"no frame from the driver for {now - run.last_frame:.0f} s")
                 log.warning("%s: %s", type(self).__module__, run.error)
-            if (run.error or stalled) and now - last_placeholder >= PLACEHOLDER_INTERVAL:
-                last_placeholder = now
+            if (run.error or stalled) and now - run.last_placeholder >= PLACEHOLDER_INTERVAL:
                 self._publish(run, PLACEHOLDER_JPEG, live=False)
         _destroy_thread_hub()
 
