@@ -123,7 +123,8 @@ def test_capture_stops_after_idle_timeout_and_starts_again(servers, mode, tmp_pa
                    message=f"threads back to {threads_idle}")
     # A driver's time.sleep under gevent makes an event loop in the capture thread; the
     # run must free it with the thread, or every restart leaks descriptors.
-    wait_until(lambda: fd_count(pid) == fds_idle, timeout=5,
+    # (At most: the count before may include a closing keep-alive connection.)
+    wait_until(lambda: fd_count(pid) <= fds_idle, timeout=5,
                message=f"open files back to {fds_idle} (now {fd_count(pid)})")
     with server.stream() as stream:
         assert frame_number(stream.next_part().body) == 1  # a new run, from its first frame
