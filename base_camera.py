@@ -385,8 +385,7 @@ class BaseCamera:
                 return None
             self._seq += 1
             frame = Frame(data, time.time(), self._seq, live)
-            if not live:
-                run.last_placeholder = time.monotonic()
+            run.last_placeholder = 0.0 if live else time.monotonic()
             if self._hub is not None:
                 self._incoming = frame
             else:
@@ -457,7 +456,6 @@ class BaseCamera:
             raise CameraError(f"the driver yielded {type(data).__name__}, not JPEG bytes")
         now = time.monotonic()
         run.last_frame = now
-        run.last_placeholder = 0.0
         run.captured.append(now)
         run.error = None
         self._last_error = None

@@ -12,11 +12,16 @@ import gunicorn.util as _gunicorn_util
 
 import config as _config
 
+def _refuse(message: str) -> None:
+    """A configuration error in the master: one line, no traceback, exit status 2."""
+    print(f"error: {message}", file=_sys.stderr, flush=True)
+    _sys.exit(2)
+
+
 try:
     _settings = _config.load()
 except _config.ConfigError as exc:
-    print(f"error: {exc}", file=_sys.stderr, flush=True)
-    _sys.exit(2)
+    _refuse(str(exc))
 
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host
         else f"{_settings.host}:{_settings.port}"]
@@ -59,11 +64,9 @@ if hasattr(_gunicorn_util, "write_chunk") and hasattr(_socket.socket, "sendmsg")
 def on_starting(server):
     """Several workers would each open the camera: refuse, and say what works instead."""
     if server.cfg.workers > 1 and _settings.camera != "redis":
-        print(f"error: {server.cfg.workers} workers with CAMERA={_settings.camera or 'emulated'}"
-              ": one process owns a camera; for several workers run 'flask --app app publish'"
-              " beside the camera and the web workers with CAMERA=redis (see README)",
-              file=_sys.stderr, flush=True)
-        _sys.exit(2)
+        _refuse(f"{server.cfg.workers} workers with CAMERA={_settings.camera or 'emulated'}: "
+                "one process owns a camera; for several workers run 'flask --app app publish'"
+                " beside the camera and the web workers with CAMERA=redis (see README)")
 
 
 def post_worker_init(worker):

@@ -43,9 +43,13 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
+def all_pids(procs: list[subprocess.Popen]) -> list[int]:
+    return [pid for proc in procs for pid in tree(proc.pid)]
+
+
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     total = 0
-    for p in (p for proc in procs for p in tree(proc.pid)):
+    for p in all_pids(procs):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime + stime
@@ -56,7 +60,7 @@ def cpu_seconds(procs: list[subprocess.Popen]) -> float:
 
 def rss_kib(procs: list[subprocess.Popen]) -> int:
     total = 0
-    for p in (p for proc in procs for p in tree(proc.pid)):
+    for p in all_pids(procs):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -193,8 +193,10 @@ def main() -> None:
             if status["viewers"] == 0 and not status["running"]:
                 break
             time.sleep(0.5)
-        time.sleep(1)  # the capture thread ends just after it reports stopped
         end = figures(pid)
+        while end[1] > idle[1] and time.monotonic() < idle_deadline:
+            time.sleep(0.2)  # the capture threads end just after it reports stopped
+            end = figures(pid)
         starts = events.read_text().split().count("start")
         print(f"idle after:  RSS {end[0]:.1f} MiB, threads {end[1]}, fds {end[2]}")
         print(f"capture runs during the soak: {starts} (one expected: long viewers stayed)")
