@@ -28,6 +28,7 @@ class Settings:
     rotation: int = 0
     hflip: bool = False
     vflip: bool = False
+    source: str = ""  # the driver's source (Pi: camera number); "" is the driver's default
     opencv_source: str = "0"
     idle_timeout: float = 10.0
     stall_timeout: float = 5.0
@@ -139,6 +140,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         rotation=rotation,
         hflip=_flag(env, "CAMERA_HFLIP"),
         vflip=_flag(env, "CAMERA_VFLIP"),
+        source=env.get("CAMERA_SOURCE", "").strip(),
         opencv_source=env.get("OPENCV_CAMERA_SOURCE", "").strip() or "0",
         idle_timeout=_number(env, "CAMERA_IDLE_TIMEOUT", 10.0, minimum=0),
         stall_timeout=_number(env, "CAMERA_STALL_TIMEOUT", 5.0, above=0),
