@@ -1,36 +1,34 @@
-"""The web app: viewer page, MJPEG stream, snapshot and status.
+"""The web app: viewer pages, MJPEG streams, snapshots and status, for every camera.
 
-Run it with `python app.py` (threads), `flask --app app run`, or `gunicorn app:app`
-(gevent, settings in gunicorn.conf.py). The camera driver is the module
-`camera_<CAMERA>` (unset: the emulated `camera.py`).
+    python app.py                 # gunicorn with a gevent worker (gunicorn.conf.py)
+    gunicorn app:app              # the same, from this folder (or --config gunicorn.conf.py)
+    flask --app app run --debug   # the development loop
+
+Cameras come from the environment (one camera, driver `camera_<CAMERA>`) or from a
+CAMERAS_FILE (see config.py). Importing this module builds the app and nothing else:
+logging, limits, signals and shutdown belong to the entry points (server.py).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
-import hmac
-import importlib
-import inspect
 import logging
-import pkgutil
-import signal
-import socket
+import re
 import sys
 import threading
-from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+import access
 import config
-from base_camera import BaseCamera, CameraClosed, Frame
+import mjpeg
+import server
+from base_camera import BaseCamera, CameraClosed
+from cameras import Cameras
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("app")
 
-BOUNDARY = "frame"
 SNAPSHOT_TIMEOUT = 4.0  # OctoPrint gives a snapshot 5 s, Home Assistant 10 s
 NO_CACHE = {
     "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
@@ -38,176 +36,52 @@ NO_CACHE = {
     "Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
 }
 STREAM_HEADERS = {**NO_CACHE, "X-Accel-Buffering": "no"}  # nginx: do not buffer
-BROWSER_DESTINATIONS = {"image", "document", "iframe", "frame", "embed", "object"}
 
 
-# -- wire format: each part is built once per frame and shared by every viewer --------
+def text_response(code: int, message: str, headers: dict | None = None) -> Response:
+    return Response(f"{message}\n", code, headers, mimetype="text/plain")
 
-_BOUNDARY_LINE = b"\r\n--" + BOUNDARY.encode() + b"\r\n"
-_PART_HEAD = _BOUNDARY_LINE[2:] + b"Content-Type: image/jpeg\r\n"
-
-
-@functools.lru_cache(maxsize=4)
-def browser_part(frame: Frame) -> bytes:
-    """The frame, then the NEXT part's boundary and headers: Chrome draws a part only once
-    it has parsed the next part's headers, so sending them now shows this frame now."""
-    return frame.data + _BOUNDARY_LINE + b"Content-Type: image/jpeg\r\n\r\n"
-
-
-@functools.lru_cache(maxsize=4)
-def exact_part(frame: Frame) -> bytes:
-    """A part with Content-Length and capture time, for ffmpeg, OpenCV and scripts: they
-    read exactly one frame with no boundary scanning. The boundary follows at once, so
-    clients that split on it are not a frame behind either."""
-    return b"Content-Type: image/jpeg\r\nContent-Length: %d\r\nX-Timestamp: %.6f\r\n\r\n%s%s" % (
-        len(frame.data), frame.timestamp, frame.data, _BOUNDARY_LINE)
-
-
-def wants_advance_headers() -> bool:
-    """Browsers get advance headers, other clients exact parts; ?advance_headers=0|1 forces."""
-    forced = request.args.get("advance_headers")
-    if forced is not None:
-        if forced not in ("0", "1"):
-            abort(400, "advance_headers must be 0 or 1")
-        return forced == "1"
-    dest = request.headers.get("Sec-Fetch-Dest")
-    if dest:
-        return dest in BROWSER_DESTINATIONS
-    accept = request.headers.get("Accept", "")
-    return "text/html" in accept or "image/" in accept  # browsers without Sec-Fetch-*
-
-
-def max_fps() -> float | None:
-    raw = request.args.get("fps")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        abort(400, f"fps must be a positive number, not {raw!r}")
-    return value
-
-
-def stream(viewer, advance: bool, fps: float | None, sock: socket.socket | None = None):
-    """The response body: one part per frame the viewer takes, for as long as it reads."""
-    part = browser_part if advance else exact_part
-    interval = 1.0 / fps if fps else 0.0
-    due = 0.0
-    try:
-        yield _PART_HEAD + b"\r\n" if advance else _BOUNDARY_LINE[2:]
-        while True:
-            frame = viewer.next_frame()
-            if interval:
-                # Keep to a schedule of capture times so ?fps=N averages N; 5 ms of
-                # slack absorbs capture jitter.
-                if frame.timestamp + 0.005 < due:
-                    continue
-                due = due + interval if frame.timestamp < due + interval else frame.timestamp + interval
-            yield part(frame)
-    except CameraClosed:
-        # Shutting down: make the server's next keep-alive read see EOF, so the
-        # connection closes now instead of idling through the graceful timeout.
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RD)
-    finally:
-        viewer.close()
-
-
-# -- the driver -------------------------------------------------------------------------
-
-def available_drivers() -> list[str]:
-    names = {m.name[len("camera_"):] for m in pkgutil.iter_modules()
-             if m.name.startswith("camera_")}
-    return ["emulated", *sorted(names)]
-
-
-def load_camera(settings: config.Settings) -> BaseCamera:
-    """Import `camera_<CAMERA>` (the project folder first on the path) and build its Camera."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    name = settings.driver_module
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise config.ConfigError(
-                f"CAMERA={settings.camera}: {name}.py needs the module {exc.name!r}, "
-                "which is not installed") from None
-        raise config.ConfigError(
-            f"CAMERA={settings.camera!r}: no driver module {name}.py on the import path; "
-            f"drivers found: {', '.join(available_drivers())}") from None
-    cls = getattr(module, "Camera", None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseCamera)):
-        raise config.ConfigError(f"CAMERA={settings.camera}: {module.__file__} has no "
-                                 "Camera class subclassing BaseCamera")
-    # Classic drivers define __init__(self) and read their settings themselves.
-    takes_settings = len(inspect.signature(cls).parameters) > 0
-    return cls(settings) if takes_settings else cls()
-
-
-# -- the app ----------------------------------------------------------------------------
 
 def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings if settings is not None else config.load()
-    camera = load_camera(settings)
+    cameras = Cameras.build(settings)
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
-    app.extensions["camera"] = camera
-    stream_slots = threading.Lock()  # makes the MAX_CLIENTS check and join one step
-
-    @app.before_request
-    def require_login():
-        if settings.auth_username is None:
-            return None
-        auth = request.authorization
-        given_user = (auth.username or "") if auth and auth.type == "basic" else ""
-        given_pass = (auth.password or "") if auth and auth.type == "basic" else ""
-        # Compare both, always, in constant time: no early exit tells what was wrong.
-        ok_user = hmac.compare_digest(given_user.encode(), settings.auth_username.encode())
-        ok_pass = hmac.compare_digest(given_pass.encode(), settings.auth_password.encode())
-        if ok_user and ok_pass:
-            return None
-        return Response("401 Unauthorized: log in to see this camera\n", 401,
-                        {"WWW-Authenticate": 'Basic realm="camera", charset="UTF-8"'},
-                        mimetype="text/plain")
-
-    @app.after_request
-    def cors(response: Response) -> Response:
-        if settings.cors_allow_origin and request.endpoint in ("video_feed", "snapshot",
-                                                               "status"):
-            response.headers["Access-Control-Allow-Origin"] = settings.cors_allow_origin
-        return response
+    app.extensions["cameras"] = cameras
+    stream_slots = threading.Lock()  # makes the MAX_CLIENTS check and the join one step
+    if settings.proxy_hops:  # behind nginx: the client's address is in X-Forwarded-For
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
+                                x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
+    access.install(app, username=settings.auth_username, password=settings.auth_password,
+                   cors_origins=settings.cors_allow_origins,
+                   # several web workers share the login lockout through Redis
+                   limiter_storage=settings.redis_url if settings.uses_redis else "memory://")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
-        return Response(f"{exc.code} {exc.name}: {exc.description}\n", exc.code, headers,
-                        mimetype="text/plain")
+        return text_response(exc.code, f"{exc.code} {exc.name}: {exc.description}", headers)
 
-    @app.route("/")
-    def index():
-        action = request.args.get("action")  # mjpg-streamer's URLs
-        if action == "stream":
-            return video_feed()
-        if action == "snapshot":
-            return snapshot()
-        return render_template("index.html")
+    def camera_named(name: str) -> BaseCamera:
+        if name not in cameras:
+            abort(404, f"no camera {name!r}; cameras: {', '.join(cameras)}")
+        return cameras[name]
 
-    @app.route("/video_feed")
-    def video_feed():
-        advance, fps = wants_advance_headers(), max_fps()
-        headers = {**STREAM_HEADERS}
-        mimetype = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+    # -- what a camera serves ---------------------------------------------------------
+
+    def video_feed(camera: BaseCamera) -> Response:
+        """The MJPEG stream: one part per frame, for as long as the client reads."""
+        advance = request.args.get("advance_headers")
+        if advance not in (None, "0", "1"):
+            abort(400, "advance_headers must be 0 or 1")
+        advance = mjpeg.is_browser(request.headers) if advance is None else advance == "1"
+        fps = fps_cap()
         if request.method == "HEAD":
-            return Response(b"", headers=headers, content_type=mimetype)
+            return Response(b"", headers=STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
         with stream_slots:
-            if settings.max_clients is not None and camera.viewers >= settings.max_clients:
-                return Response(f"503 Service Unavailable: {settings.max_clients} viewers "
-                                "already (MAX_CLIENTS)\n", 503, {"Retry-After": "5"},
-                                mimetype="text/plain")
+            if settings.max_clients is not None and cameras.viewers >= settings.max_clients:
+                return text_response(503, f"503 Service Unavailable: {settings.max_clients} "
+                                     "viewers already (MAX_CLIENTS)", {"Retry-After": "5"})
             try:
                 viewer = camera.subscribe()
             except CameraClosed:
@@ -217,88 +91,121 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
         if sock is not None:
             sock.settimeout(settings.send_timeout)
-        return Response(stream(viewer, advance, fps, sock), headers=headers,
-                        content_type=mimetype, direct_passthrough=True)
+        return Response(mjpeg.stream(viewer, advance, fps, sock), headers=STREAM_HEADERS,
+                        content_type=mjpeg.MIMETYPE, direct_passthrough=True)
 
-    @app.route("/snapshot.jpg")
-    def snapshot():
+    def snapshot(camera: BaseCamera) -> Response:
+        """One fresh JPEG, waiting a little for a camera that is starting."""
         try:
             frame = camera.snapshot(SNAPSHOT_TIMEOUT)
         except CameraClosed:
             frame = None
         if frame is None:
             reason = camera.status()["error"] or "no frame from the camera in time"
-            return Response(f"503 Service Unavailable: {reason}\n", 503,
-                            {"Retry-After": "5", **NO_CACHE}, mimetype="text/plain")
+            return text_response(503, f"503 Service Unavailable: {reason}",
+                                 {"Retry-After": "5", **NO_CACHE})
         headers = {**NO_CACHE, "X-Timestamp": f"{frame.timestamp:.6f}"}
         return Response(frame.data, headers=headers, mimetype="image/jpeg")
 
-    @app.route("/status")
-    def status():
-        response = jsonify(camera.status())
+    def status_response(body: dict) -> Response:
+        response = jsonify(body)
         response.headers.update(NO_CACHE)
         return response
 
+    def viewer_page(camera: BaseCamera, single: bool) -> str:
+        urls = {
+            "stream": url_for("video_feed") if single else url_for("camera_feed",
+                                                                   name=camera.name),
+            "snapshot": url_for("snapshot") if single else url_for("camera_snapshot",
+                                                                  name=camera.name),
+            "status": url_for("camera_status", name=camera.name),
+        }
+        return render_template("index.html", camera=camera.name, urls=urls,
+                               home=None if single else url_for("index"))
+
+    # -- URLs ---------------------------------------------------------------------------
+
+    @app.route("/")
+    def index():
+        action = request.args.get("action")  # mjpg-streamer's URLs, input N: stream_N
+        if action is not None:
+            match = re.fullmatch(r"(stream|snapshot)(?:_(\d{1,3}))?", action)
+            if not match:
+                abort(404, f"unknown action {action!r}: stream[_N] or snapshot[_N]")
+            camera = cameras.at(int(match[2] or 0))
+            if camera is None:
+                abort(404, f"no input {match[2]}: {len(cameras)} camera(s), numbered from 0")
+            return video_feed(camera) if match[1] == "stream" else snapshot(camera)
+        if len(cameras) == 1:
+            return viewer_page(cameras.first, single=True)
+        tiles = [{"name": name, "page": url_for("camera_page", name=name),
+                  "stream": url_for("camera_feed", name=name),
+                  "snapshot": url_for("camera_snapshot", name=name)} for name in cameras]
+        return render_template("grid.html", tiles=tiles, status=url_for("status"))
+
+    @app.route("/video_feed", endpoint="video_feed")
+    def first_feed():
+        return video_feed(cameras.first)
+
+    @app.route("/snapshot.jpg", endpoint="snapshot")
+    def first_snapshot():
+        return snapshot(cameras.first)
+
+    @app.route("/status")
+    def status():
+        every = {name: camera.status() for name, camera in cameras.items()}
+        body = {"cameras": every, "viewers": cameras.viewers,
+                "max_clients": settings.max_clients}
+        if len(cameras) == 1:  # one camera: its fields at the top, as before
+            body = {**next(iter(every.values())), **body}
+        return status_response(body)
+
+    @app.route("/camera/<name>/")
+    def camera_page(name: str):
+        return viewer_page(camera_named(name), single=False)
+
+    @app.route("/camera/<name>/video_feed")
+    def camera_feed(name: str):
+        return video_feed(camera_named(name))
+
+    @app.route("/camera/<name>/snapshot.jpg")
+    def camera_snapshot(name: str):
+        return snapshot(camera_named(name))
+
+    @app.route("/camera/<name>/status")
+    def camera_status(name: str):
+        return status_response(camera_named(name).status())
+
     @app.cli.command("publish")
     def publish():
-        """Capture with CAMERA and publish every frame to Redis for CAMERA=redis servers."""
+        """Capture every camera and publish its frames to Redis for CAMERA=redis servers."""
         import camera_redis
 
-        camera_redis.publish(camera)
+        server.configure_logging(settings)
+        camera_redis.publish(cameras)
 
-    atexit.register(camera.close)
     return app
 
 
-def _fail(message: str) -> None:
-    """A configuration error: one line, no traceback, non-zero exit.
-
-    Exit status 4 is gunicorn's "app failed to load": its master stops instead of
-    restarting the worker forever.
-    """
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(4)
-
-
-def _configure_logging(settings: config.Settings) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=settings.log_level,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(settings.log_level)
-
-
-def _raise_open_files_limit() -> None:
-    """Each viewer holds a socket: lift the soft limit (often 1024) to the hard one, so
-    the limit is the machine's, not a default's."""
+def fps_cap() -> float | None:
+    raw = request.args.get("fps")
+    if raw is None:
+        return None
     try:
-        import resource
-    except ImportError:  # not on Linux or macOS
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            log.debug("could not raise the open files limit from %d", soft)
-
-
-try:
-    _settings = config.load()
-    _configure_logging(_settings)
-    _raise_open_files_limit()
-    app = create_app(_settings)
-except config.ConfigError as _exc:
-    _fail(str(_exc))
-
-
-if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and \
-        threading.current_thread() is threading.main_thread():
-    # Stop on SIGTERM as on Ctrl-C, so atexit closes the camera (gunicorn has its own).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not mjpeg.MIN_FPS <= value <= mjpeg.MAX_FPS:
+        abort(400, f"fps must be a number from {mjpeg.MIN_FPS:g} to {mjpeg.MAX_FPS:g}, "
+                   f"not {raw!r}")
+    return value
 
 
 if __name__ == "__main__":
-    log.info("serving on http://%s:%d/ (camera: %s)", _settings.host, _settings.port,
-             _settings.camera or "emulated")
-    app.run(host=_settings.host, port=_settings.port, threaded=True, debug=False)
+    server.main()  # gunicorn imports this module again, in its worker
+else:
+    try:
+        app = create_app()
+    except config.ConfigError as _exc:
+        server.refuse(str(_exc), status=4)  # gunicorn: "app failed to load", no restarts
+    server.warn_without_gunicorn_conf()

@@ -1,20 +1,26 @@
-"""The Redis frame bus: one publisher owns the camera, any number of web workers serve it.
+"""The Redis frame bus: one publisher owns the cameras, any number of web workers serve them.
 
-    CAMERA=pi flask --app app publish        # next to the camera
+    CAMERA=pi flask --app app publish          # next to the cameras
     CAMERA=redis gunicorn --workers 4 app:app  # on any machine that reaches Redis
 
-The publisher captures only while someone watches: web workers subscribe to the channel
-(CAMERA_CHANNEL, default "camera") while they have viewers, and the publisher counts
-subscribers (PUBSUB NUMSUB). It publishes every frame, as plain JPEG bytes, and keeps
-the newest one under `<channel>:latest` for a few seconds, for snapshots. A frame
-crosses Redis once per web worker, not once per viewer: each worker fans frames out to
-its own viewers through the usual per-viewer events.
+Each camera's frames travel on its own channel (CAMERA_CHANNEL, or `<CAMERA_CHANNEL>:<name>`
+with a CAMERAS_FILE). The publisher captures a camera only while some web worker
+subscribes to its channel (PUBSUB NUMSUB), and publishes each frame as a plain JPEG
+whose first segment is a comment carrying the capture time, so any Redis client can use
+it and the web workers keep the true capture time. It keeps the newest frame under
+`<channel>:latest` for snapshots, and the camera's status under `<channel>:state`. Web
+workers report their viewer counts under `<channel>:viewers`, so every worker's /status
+shows the camera's true figures. A frame crosses Redis once per web worker, not once per
+viewer: each worker fans frames out to its own viewers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,14 +29,18 @@ import redis
 
 import config
 from base_camera import BaseCamera, CameraError, Frame
+from jpeg import split_comment, with_comment
 
 log = logging.getLogger(__name__)
 
 LATEST_TTL_MS = 5000  # a snapshot from the key is at most this old
+STATE_TTL_S = 5  # the publisher's status of a camera, refreshed every POLL
+VIEWERS_TTL = 5.0  # a worker's viewer count counts this long after it was reported
 POLL = 0.5  # seconds between subscriber counts in the publisher
+TIME_TAG = b"capture-time="
 
 
-def _client(settings: config.Settings) -> redis.Redis:
+def _client(settings) -> redis.Redis:
     try:
         return redis.Redis.from_url(settings.redis_url, socket_timeout=5,
                                     socket_connect_timeout=3, health_check_interval=10)
@@ -38,92 +48,165 @@ def _client(settings: config.Settings) -> redis.Redis:
         raise config.ConfigError(f"REDIS_URL={settings.redis_url!r}: {exc}") from None
 
 
-class Camera(BaseCamera):
-    """CAMERA=redis: frames from the publisher, through a Redis channel."""
+def pack(frame: Frame) -> bytes:
+    """The frame as it goes on the bus: a plain JPEG that carries its capture time."""
+    return with_comment(frame.data, TIME_TAG + b"%.6f" % frame.timestamp)
 
-    def __init__(self, settings: config.Settings | None = None) -> None:
+
+def unpack(message: bytes) -> tuple[bytes, float | None]:
+    """The camera's own JPEG and its capture time (None from another publisher)."""
+    data, tag = split_comment(message, TIME_TAG)
+    return data, float(tag[len(TIME_TAG):]) if tag else None
+
+
+class Camera(BaseCamera):
+    """CAMERA=redis: frames from the publisher, through the camera's Redis channel."""
+
+    def __init__(self, settings: config.CameraSettings | None = None) -> None:
         super().__init__(settings)
         self._redis = _client(self.settings)  # a bad REDIS_URL stops the server at start
-        self._latest_key = f"{self.settings.camera_channel}:latest"
+        self._worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def frames(self) -> Iterator[bytes]:
+    def frames(self) -> Iterator[tuple[bytes, float | None]]:
+        channel = self.settings.channel
         client = _client(self.settings)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
+        reported = 0.0
         try:
-            pubsub.subscribe(self.settings.camera_channel)
-            log.info("redis: subscribed to %r", self.settings.camera_channel)
+            pubsub.subscribe(channel)
+            log.info("redis: subscribed to %r", channel)
             while True:
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message["type"] == "message":
-                    yield message["data"]
+                    yield unpack(message["data"])
+                if time.monotonic() - reported >= 1.0:
+                    reported = time.monotonic()
+                    client.hset(f"{channel}:viewers", self._worker,
+                                f"{self.viewers} {time.time() + VIEWERS_TTL:.3f}")
         except redis.RedisError as exc:
             raise CameraError(f"Redis at {self.settings.redis_url}: {exc}") from None
         finally:
             pubsub.close()  # the publisher's subscriber count drops: it may stop the camera
+            try:
+                client.hdel(f"{channel}:viewers", self._worker)
+            except redis.RedisError:
+                pass
             client.close()
 
     def snapshot(self, timeout: float) -> Frame | None:
         """The publisher's newest frame if it is fresh, else the next one off the bus."""
         try:
-            data = self._redis.get(self._latest_key)
+            message = self._redis.get(f"{self.settings.channel}:latest")
         except redis.RedisError:
-            data = None
-        if data:
-            return Frame(data, time.time(), 0)
+            message = None
+        if message:
+            data, timestamp = unpack(message)
+            return Frame(data, timestamp or time.time(), 0)
         return super().snapshot(timeout)
 
+    def status(self) -> dict:
+        """The publisher's figures for the camera, with the viewers of every worker."""
+        status = super().status()
+        channel = self.settings.channel
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(f"{channel}:state")
+            pipe.hgetall(f"{channel}:viewers")
+            state, counts = pipe.execute()
+        except redis.RedisError as exc:
+            status["error"] = status["error"] or f"Redis at {self.settings.redis_url}: {exc}"
+            return status
+        now, viewers = time.time(), 0
+        for worker, value in counts.items():
+            count, _, expires = value.decode().partition(" ")
+            if worker.decode() == self._worker:
+                continue  # this worker's own count is live, not the last report
+            if float(expires or 0) > now:
+                viewers += int(count)
+        if state:
+            status.update({k: v for k, v in json.loads(state).items()
+                           if k in ("running", "fps", "frame_size", "frame_bytes", "error",
+                                    "frames_captured", "stuck")})
+        status["viewers"] = self.viewers + viewers
+        return status
 
-def publish(camera: BaseCamera) -> None:
+
+def publish(cameras) -> None:
     """Run the publisher until SIGTERM or SIGINT (`flask --app app publish`)."""
-    settings = camera.settings
-    if isinstance(camera, Camera):
-        raise SystemExit("error: the publisher needs a real camera: set CAMERA to its "
+    if any(isinstance(camera, Camera) for camera in cameras.values()):
+        raise SystemExit("error: the publisher needs real cameras: set CAMERA to their "
                          "driver (e.g. pi or opencv), not redis")
-    channel, latest = settings.camera_channel, f"{settings.camera_channel}:latest"
+    settings = cameras.first.settings
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     client = _client(settings)
-    log.info("publishing %s to %r on %s", type(camera).__module__, channel, settings.redis_url)
-    viewer, backoff = None, 0.5
+    forwarders = [_Forwarder(camera, client, stop) for camera in cameras.values()]
+    channels = [camera.settings.channel for camera in cameras.values()]
+    log.info("publishing %s to %s on %s",
+             ", ".join(f"{c.name} ({type(c).__module__})" for c in cameras.values()),
+             ", ".join(repr(c) for c in channels), settings.redis_url)
+    backoff = 0.5
     try:
         while not stop.is_set():
             try:
-                watching = client.pubsub_numsub(channel)[0][1]
-                if watching and viewer is None:
-                    log.info("%d web worker(s) watching: capturing", watching)
-                    viewer = camera.subscribe()
-                elif not watching and viewer is not None:
-                    log.info("nobody watching: the camera stops in %g s", settings.idle_timeout)
-                    viewer.close()
-                    viewer = None
-                if viewer is None:
-                    stop.wait(POLL)
-                else:
-                    _forward(viewer, client, channel, latest, time.monotonic() + POLL, stop)
+                watching = dict(client.pubsub_numsub(*channels))
+                pipe = client.pipeline(transaction=False)
+                for forwarder in forwarders:
+                    forwarder.watch(watching.get(forwarder.channel.encode(), 0))
+                    pipe.set(f"{forwarder.channel}:state",
+                             json.dumps(forwarder.camera.status()), ex=STATE_TTL_S)
+                pipe.execute()
                 backoff = 0.5
+                stop.wait(POLL)
             except redis.RedisError as exc:
                 log.warning("Redis at %s: %s; retrying in %g s", settings.redis_url, exc, backoff)
-                if viewer is not None:  # nobody can watch now; a quick reconnect comes
-                    viewer.close()      # back before the idle timeout stops the camera
-                    viewer = None
+                for forwarder in forwarders:  # nobody can watch now; a quick reconnect
+                    forwarder.watch(0)        # comes back before the idle timeout
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
     finally:
-        if viewer is not None:
-            viewer.close()
-        camera.close()
+        for forwarder in forwarders:
+            forwarder.watch(0)
+        cameras.close()
         log.info("publisher stopped")
 
 
-def _forward(viewer, client: redis.Redis, channel: str, latest: str, until: float,
-             stop: threading.Event) -> None:
-    """Publish the camera's live frames until `until`."""
-    while not stop.is_set() and (remaining := until - time.monotonic()) > 0:
-        frame = viewer.next_frame(timeout=remaining)
-        if frame is None or not frame.live:
-            continue  # web workers show their own placeholder when frames stop
-        pipe = client.pipeline(transaction=False)
-        pipe.publish(channel, frame.data)
-        pipe.set(latest, frame.data, px=LATEST_TTL_MS)
-        pipe.execute()
+class _Forwarder:
+    """One camera's frames onto its channel, in a thread, while workers watch it."""
+
+    def __init__(self, camera: BaseCamera, client: redis.Redis, stop: threading.Event) -> None:
+        self.camera, self.client, self.stop = camera, client, stop
+        self.channel = camera.settings.channel
+        self._thread: threading.Thread | None = None
+        self._watched = threading.Event()
+
+    def watch(self, workers: int) -> None:
+        if workers and self._thread is None:
+            log.info("%s: %d web worker(s) watching: capturing", self.camera.name, workers)
+            self._watched.set()
+            self._thread = threading.Thread(target=self._run, name=f"forward-{self.channel}",
+                                            daemon=True)
+            self._thread.start()
+        elif not workers and self._thread is not None:
+            log.info("%s: nobody watching: the camera stops in %g s", self.camera.name,
+                     self.camera.settings.idle_timeout)
+            self._watched.clear()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        latest = f"{self.channel}:latest"
+        with self.camera.subscribe(counted=False) as viewer:
+            while self._watched.is_set() and not self.stop.is_set():
+                frame = viewer.next_frame(timeout=POLL)
+                if frame is None or not frame.live:
+                    continue  # web workers show their own placeholder when frames stop
+                message = pack(frame)
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.publish(self.channel, message)
+                    pipe.set(latest, message, px=LATEST_TTL_MS)
+                    pipe.execute()
+                except redis.RedisError as exc:
+                    log.debug("%s: frame not published: %s", self.camera.name, exc)

@@ -1,114 +1,307 @@
-"""Settings: every environment variable the server reads, validated in one place.
+"""Settings: every environment variable and cameras-file key, validated in one place.
 
-`load()` returns a frozen `Settings` or raises `ConfigError` whose message is one line
-naming the variable and what it accepts. Entry points (app.py, gunicorn.conf.py) turn
-that into a one-line message and a non-zero exit, never a traceback.
+`load()` returns a frozen `Settings` (server-wide) holding one `CameraSettings` per
+camera, or raises `ConfigError` whose message is one line naming the variable (or the
+file, camera and key) and what it accepts. Entry points turn that into a one-line
+message and a non-zero exit, never a traceback.
+
+Without CAMERAS_FILE the server has one camera, set by environment variables. With it,
+each `[cameras.<name>]` table of the TOML file is a camera, in file order; a key a camera
+leaves out takes the environment's value, then the driver's default.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
 
 
+RECORD_MODES = ("off", "continuous", "events")
+
+
 @dataclass(frozen=True)
-class Settings:
-    camera: str = ""  # driver module camera_<name>; "" is the emulated camera.py
-    host: str = "0.0.0.0"
-    port: int = 5000
-    fps: float | None = None  # None: the driver's own default
+class CameraSettings:
+    """One camera: its driver, the driver's settings, recording and variants."""
+
+    name: str = "camera"
+    driver: str = ""  # module camera_<driver>; "" is the emulated camera.py
+    source: str = ""  # the driver's source: OpenCV source, Pi camera number; "": default
     resolution: tuple[int, int] | None = None
+    fps: float | None = None  # None: the driver's own default
     jpeg_quality: int = 80
     rotation: int = 0
     hflip: bool = False
     vflip: bool = False
-    source: str = ""  # the driver's source (Pi: camera number); "" is the driver's default
-    opencv_source: str = "0"
     idle_timeout: float = 10.0
     stall_timeout: float = 5.0
+    record: str = "off"  # off, continuous or events
+    segment: float = 300.0  # seconds per continuous file; the longest manual clip
+    pre_event: float = 5.0
+    post_event: float = 10.0
+    timelapse: float = 0.0  # seconds between stills; 0: off
+    keep_days: float | None = None
+    keep_gb: float | None = None
+    max_variants: int = 4  # size variants made at once
+    redis_url: str = "redis://localhost:6379/0"
+    channel: str = "camera"  # the Redis channel of this camera's frames
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    origin: str = ""  # where it was configured: "" for the environment, else file and table
+
+    @property
+    def driver_module(self) -> str:
+        return f"camera_{self.driver}" if self.driver else "camera"
+
+    @property
+    def opencv_source(self) -> str:
+        return self.source or "0"
+
+    # Names drivers written for the one-camera settings used.
+    camera = property(lambda self: self.driver)
+    camera_channel = property(lambda self: self.channel)
+
+    def where(self, key: str) -> str:
+        """How a user names `key` of this camera in a message."""
+        return f"{self.origin} {key}" if self.origin else _ENV_NAMES.get(key, key)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server: where it listens, who may use it, and its cameras."""
+
+    cameras: tuple[CameraSettings, ...] = (CameraSettings(),)
+    camera: str = ""  # CAMERA: the default driver; "redis" serves every camera from Redis
+    host: str = "0.0.0.0"
+    port: int = 5000
     send_timeout: float = 30.0
     max_clients: int | None = None
     auth_username: str | None = None
     auth_password: str | None = None
-    cors_allow_origin: str | None = None
+    cors_allow_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     redis_url: str = "redis://localhost:6379/0"
     camera_channel: str = "camera"
+    cameras_file: str | None = None
+    recordings_dir: str = "recordings"
+    proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-* to trust
 
     @property
-    def driver_module(self) -> str:
-        return f"camera_{self.camera}" if self.camera else "camera"
+    def uses_redis(self) -> bool:
+        return self.camera == "redis"
 
+
+# -- parsers: (label, raw) -> value; raw is a string (environment) or a TOML value ------
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
-def _number(env: Mapping[str, str], name: str, default, *, kind=float, minimum=None,
-            maximum=None, above=None):
-    raw = env.get(name, "").strip()
-    if raw == "":
-        return default
-    bounds = []
-    if above is not None:
-        bounds.append(f"> {above:g}")
-    if minimum is not None:
-        bounds.append(f">= {minimum:g}")
-    if maximum is not None:
-        bounds.append(f"<= {maximum:g}")
-    what = ("an integer" if kind is int else "a number") + (
+def _fail(label: str, raw: Any, expected: str) -> ConfigError:
+    shown = raw if isinstance(raw, str) else _toml_value(raw)
+    return ConfigError(f"{label}={shown!r}: expected {expected}" if isinstance(raw, str)
+                       else f"{label} = {shown}: expected {expected}")
+
+
+def _toml_value(raw: Any) -> str:
+    return "true" if raw is True else "false" if raw is False else repr(raw)
+
+
+def number(kind=float, *, above=None, minimum=None, maximum=None, optional=False):
+    bounds = [f"> {above:g}"] if above is not None else []
+    bounds += [f">= {minimum:g}"] if minimum is not None else []
+    bounds += [f"<= {maximum:g}"] if maximum is not None else []
+    expected = ("an integer" if kind is int else "a number") + (
         " " + " and ".join(bounds) if bounds else "")
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected {what}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name}={raw!r}: expected {what}")
-    if ((above is not None and value <= above) or (minimum is not None and value < minimum)
-            or (maximum is not None and value > maximum)):
-        raise ConfigError(f"{name}={raw!r}: expected {what}")
+
+    def parse(label: str, raw: Any):
+        if isinstance(raw, str) and not raw.strip() and optional:
+            return None
+        try:
+            if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                raise ValueError
+            value = kind(raw.strip()) if isinstance(raw, str) else raw
+            if kind is int and value != int(value):
+                raise ValueError
+            value = kind(value)
+        except (ValueError, OverflowError):
+            raise _fail(label, raw, expected) from None
+        if not math.isfinite(value) or (
+                (above is not None and value <= above) or (minimum is not None and value < minimum)
+                or (maximum is not None and value > maximum)):
+            raise _fail(label, raw, expected)
+        return value
+    return parse
+
+
+def flag(label: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _fail(label, raw, "1/0, true/false, yes/no or on/off")
+
+
+def text(label: str, raw: Any) -> str:
+    if not isinstance(raw, (str, int)) or isinstance(raw, bool):
+        raise _fail(label, raw, "a string")
+    return str(raw).strip()
+
+
+def driver_name(label: str, raw: Any) -> str:
+    name = text(label, raw)
+    if name == "emulated":
+        return ""
+    if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _fail(label, raw, "a driver name such as opencv or pi (module camera_<name>)")
+    return name
+
+
+def resolution(label: str, raw: Any) -> tuple[int, int] | None:
+    value = text(label, raw)
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d{1,5})\s*[xX]\s*(\d{1,5})", value)
+    if not match or int(match[1]) < 16 or int(match[2]) < 16:
+        raise _fail(label, raw, "WIDTHxHEIGHT, e.g. 1280x720")
+    return int(match[1]), int(match[2])
+
+
+def rotation(label: str, raw: Any) -> int:
+    value = number(int)(label, raw)
+    if value not in (0, 90, 180, 270):
+        raise _fail(label, raw, "0, 90, 180 or 270")
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(f"{name}={env[name]!r}: expected 1/0, true/false, yes/no or on/off")
+def record_mode(label: str, raw: Any) -> str:
+    value = text(label, raw).lower() or "off"
+    if value not in RECORD_MODES:
+        raise _fail(label, raw, "off, continuous or events")
+    return value
 
 
-def _resolution(env: Mapping[str, str]) -> tuple[int, int] | None:
-    raw = env.get("CAMERA_RESOLUTION", "").strip()
-    if not raw:
-        return None
-    match = re.fullmatch(r"(\d{1,5})\s*[xX]\s*(\d{1,5})", raw)
-    if not match or int(match[1]) < 16 or int(match[2]) < 16:
-        raise ConfigError(f"CAMERA_RESOLUTION={raw!r}: expected WIDTHxHEIGHT, e.g. 1280x720")
-    return int(match[1]), int(match[2])
+# Per-camera keys: the cameras-file key, its environment variable, its parser.
+CAMERA_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "driver": ("CAMERA", driver_name),
+    "source": ("CAMERA_SOURCE", text),
+    "resolution": ("CAMERA_RESOLUTION", resolution),
+    "fps": ("CAMERA_FPS", number(above=0, maximum=1000, optional=True)),
+    "jpeg_quality": ("JPEG_QUALITY", number(int, minimum=1, maximum=100)),
+    "rotation": ("CAMERA_ROTATION", rotation),
+    "hflip": ("CAMERA_HFLIP", flag),
+    "vflip": ("CAMERA_VFLIP", flag),
+    "idle_timeout": ("CAMERA_IDLE_TIMEOUT", number(minimum=0, maximum=86400)),
+    "stall_timeout": ("CAMERA_STALL_TIMEOUT", number(above=0, maximum=86400)),
+    "record": ("RECORD_MODE", record_mode),
+    "segment": ("RECORD_SEGMENT", number(minimum=1, maximum=86400)),
+    "pre_event": ("RECORD_PRE_EVENT", number(minimum=0, maximum=120)),
+    "post_event": ("RECORD_POST_EVENT", number(minimum=0, maximum=3600)),
+    "timelapse": ("RECORD_TIMELAPSE", number(minimum=0, maximum=86400)),
+    "keep_days": ("RECORD_KEEP_DAYS", number(above=0, optional=True)),
+    "keep_gb": ("RECORD_KEEP_GB", number(above=0, optional=True)),
+    "max_variants": ("MAX_VARIANTS", number(int, minimum=1, maximum=16)),
+}
+_ENV_NAMES = {key: env for key, (env, _) in CAMERA_KEYS.items()}
+
+
+def _env_camera_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """The per-camera values the environment sets (the defaults of every camera)."""
+    values = {}
+    for key, (variable, parse) in CAMERA_KEYS.items():
+        raw = env.get(variable, "")
+        if raw.strip():
+            values[key] = parse(variable, raw)
+    if "source" not in values and env.get("OPENCV_CAMERA_SOURCE", "").strip():
+        values["source"] = env["OPENCV_CAMERA_SOURCE"].strip()  # its older name
+    return values
+
+
+def _cameras_from_file(path: str, defaults: dict[str, Any]) -> tuple[CameraSettings, ...]:
+    """Each `[cameras.<name>]` table of the TOML file at `path`, in file order."""
+    label = f"CAMERAS_FILE={path!r}"
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{label}: cannot read it: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    tables = data.get("cameras")
+    extra = sorted(set(data) - {"cameras"})
+    if extra:
+        raise ConfigError(f"{path}: unknown top-level key {extra[0]!r}: expected only "
+                          "[cameras.<name>] tables")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{path}: no cameras: expected at least one [cameras.<name>] table")
+    cameras = []
+    for name, table in tables.items():
+        origin = f"{path}: [cameras.{name}]"
+        if not NAME.fullmatch(name):
+            raise ConfigError(f"{origin}: camera names are lowercase letters, digits, '-' and "
+                              "'_' (at most 64)")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: expected a table of settings")
+        values, options = dict(defaults), {}
+        for key, raw in table.items():
+            if key in CAMERA_KEYS:
+                values[key] = CAMERA_KEYS[key][1](f"{origin} {key}", raw)
+            else:
+                options[key] = raw  # for the driver (users' own drivers' settings)
+        cameras.append(dict(values, name=name, options=MappingProxyType(options),
+                            origin=origin))
+    return tuple(CameraSettings(**c) for c in cameras)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(raw.replace(",", " ").split())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(
+                r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", origin):
+            raise ConfigError(f"CORS_ALLOW_ORIGIN={raw!r}: expected '*' or origins such as "
+                              "https://dash.example.org (scheme://host[:port], space-separated)")
+    if "*" in origins and len(origins) > 1:
+        raise ConfigError(f"CORS_ALLOW_ORIGIN={raw!r}: '*' cannot be combined with origins")
+    return origins
+
+
+def _host(raw: str) -> str:
+    host = raw.strip() or Settings.host
+    expected = "an IP address of this machine (0.0.0.0: all) or its host name"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return host.strip("[]")
+    except ValueError:
+        pass
+    if re.fullmatch(r"[\d.]+", host) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*)", host):
+        raise _fail("HOST", raw, expected)
+    try:
+        socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        raise ConfigError(f"HOST={raw!r}: no such host name: expected {expected}") from None
+    return host
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-
-    camera = env.get("CAMERA", "").strip()
-    if camera == "emulated":
-        camera = ""
-    if camera and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", camera):
-        raise ConfigError(f"CAMERA={camera!r}: expected a driver name such as opencv or pi "
-                          "(module camera_<name>)")
-
-    rotation = _number(env, "CAMERA_ROTATION", 0, kind=int)
-    if rotation not in (0, 90, 180, 270):
-        raise ConfigError(f"CAMERA_ROTATION={rotation}: expected 0, 90, 180 or 270")
 
     username = env.get("BASIC_AUTH_USERNAME") or None
     password = env.get("BASIC_AUTH_PASSWORD") or None
@@ -125,31 +318,51 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
 
     redis_url = env.get("REDIS_URL", "").strip() or Settings.redis_url
+    try:
+        urlsplit(redis_url).port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        redis_url = ""
     if not re.fullmatch(r"(redis|rediss|unix)://\S*", redis_url):
-        raise ConfigError(f"REDIS_URL={redis_url!r}: expected redis://[:password@]host[:port][/db],"
-                          " rediss://... or unix:///path")
+        redis_url = env.get("REDIS_URL", "").strip()
+        raise ConfigError(f"REDIS_URL={redis_url!r}: expected redis://[:password@]host[:port]"
+                          "[/db], rediss://... or unix:///path")
     channel = env.get("CAMERA_CHANNEL", "").strip() or Settings.camera_channel
 
+    defaults = _env_camera_values(env)
+    driver = defaults.get("driver", "")
+    cameras_file = env.get("CAMERAS_FILE", "").strip() or None
+    if cameras_file:
+        cameras = _cameras_from_file(cameras_file, defaults)
+        # Each camera's frames travel on their own channel.
+        cameras = tuple(replace(c, channel=f"{channel}:{c.name}") for c in cameras)
+    else:
+        name = env.get("CAMERA_NAME", "").strip() or CameraSettings.name
+        if not NAME.fullmatch(name):
+            raise ConfigError(f"CAMERA_NAME={name!r}: expected lowercase letters, digits, "
+                              "'-' and '_'")
+        cameras = (CameraSettings(**defaults, name=name, channel=channel),)
+    if driver == "redis":  # web workers: every camera comes from the publisher
+        cameras = tuple(replace(c, driver="redis") for c in cameras)
+    cameras = tuple(replace(c, redis_url=redis_url) for c in cameras)
+
     return Settings(
-        camera=camera,
-        host=env.get("HOST", "").strip() or Settings.host,
-        port=_number(env, "PORT", Settings.port, kind=int, minimum=0, maximum=65535),
-        fps=_number(env, "CAMERA_FPS", None, above=0, maximum=1000),
-        resolution=_resolution(env),
-        jpeg_quality=_number(env, "JPEG_QUALITY", 80, kind=int, minimum=1, maximum=100),
-        rotation=rotation,
-        hflip=_flag(env, "CAMERA_HFLIP"),
-        vflip=_flag(env, "CAMERA_VFLIP"),
-        source=env.get("CAMERA_SOURCE", "").strip(),
-        opencv_source=env.get("OPENCV_CAMERA_SOURCE", "").strip() or "0",
-        idle_timeout=_number(env, "CAMERA_IDLE_TIMEOUT", 10.0, minimum=0),
-        stall_timeout=_number(env, "CAMERA_STALL_TIMEOUT", 5.0, above=0),
-        send_timeout=_number(env, "STREAM_SEND_TIMEOUT", 30.0, above=0),
-        max_clients=_number(env, "MAX_CLIENTS", None, kind=int, minimum=1),
+        cameras=cameras,
+        camera=driver,
+        host=_host(env.get("HOST", "")),
+        port=number(int, minimum=0, maximum=65535)("PORT", env.get("PORT", "").strip() or "5000"),
+        send_timeout=number(above=0, maximum=3600)(
+            "STREAM_SEND_TIMEOUT", env.get("STREAM_SEND_TIMEOUT", "").strip() or "30"),
+        max_clients=number(int, minimum=1, optional=True)("MAX_CLIENTS",
+                                                          env.get("MAX_CLIENTS", "")),
         auth_username=username,
         auth_password=password,
-        cors_allow_origin=env.get("CORS_ALLOW_ORIGIN", "").strip() or None,
+        cors_allow_origins=_origins(env.get("CORS_ALLOW_ORIGIN", "")),
         log_level=level,
         redis_url=redis_url,
         camera_channel=channel,
+        cameras_file=cameras_file,
+        recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
+        proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
+                                                      env.get("PROXY_HOPS", "").strip() or "0"),
     )
+

@@ -1,37 +1,39 @@
-"""gunicorn settings: `gunicorn app:app` picks this file up from the working directory.
+"""gunicorn settings: `python app.py` and `gunicorn app:app` (from this folder) use them.
 
-One gevent worker: one process owns the camera (for several workers, see the Redis
+From another folder gunicorn skips this file silently: pass `--config
+/path/to/gunicorn.conf.py` (the systemd unit in the README does).
+
+One gevent worker: one process owns the cameras (for several workers, see the Redis
 frame bus in the README). The settings are validated here, in the master, so a bad
 value stops gunicorn with one line instead of a worker boot loop.
 """
 
 import socket as _socket
-import sys as _sys
 
 import gunicorn.util as _gunicorn_util
 
+import cameras as _cameras
 import config as _config
-
-def _refuse(message: str) -> None:
-    """A configuration error in the master: one line, no traceback, exit status 2."""
-    print(f"error: {message}", file=_sys.stderr, flush=True)
-    _sys.exit(2)
-
+import server as _server
 
 try:
     _settings = _config.load()
+    _cameras.check_drivers(_settings)
 except _config.ConfigError as exc:
-    _refuse(str(exc))
+    _server.refuse(str(exc))
+_server.gunicorn_conf_loaded = True
+_server.configure_logging(_settings)
+_server.raise_open_files_limit()
 
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host
         else f"{_settings.host}:{_settings.port}"]
 worker_class = "gevent"
 workers = 1
 worker_connections = 2000
-# Streams never end by themselves: on shutdown the camera ends them (see worker hooks
-# below), so a short graceful timeout is enough.
+# Streams never end by themselves: on shutdown the cameras end them (see the worker
+# hooks below), so a short graceful timeout is enough.
 graceful_timeout = 5
-keepalive = 5
+keepalive = 5  # also the longest wait for a request's headers (slow clients are cut)
 control_socket_disable = True  # gunicorn 27 would otherwise create ~/.gunicorn/gunicorn.ctl
 accesslog = None
 loglevel = _settings.log_level.lower()
@@ -62,11 +64,15 @@ if hasattr(_gunicorn_util, "write_chunk") and hasattr(_socket.socket, "sendmsg")
 
 
 def on_starting(server):
-    """Several workers would each open the camera: refuse, and say what works instead."""
-    if server.cfg.workers > 1 and _settings.camera != "redis":
-        _refuse(f"{server.cfg.workers} workers with CAMERA={_settings.camera or 'emulated'}: "
-                "one process owns a camera; for several workers run 'flask --app app publish'"
-                " beside the camera and the web workers with CAMERA=redis (see README)")
+    """Refuse what cannot work, with one line: several workers on local cameras, and an
+    address that is taken."""
+    if server.cfg.workers > 1 and not _settings.uses_redis:
+        _server.refuse(f"{server.cfg.workers} workers with CAMERA="
+                       f"{_settings.camera or 'emulated'}: one process owns a camera; for "
+                       "several workers run 'flask --app app publish' beside the cameras and "
+                       "the web workers with CAMERA=redis (see README)")
+    _server.check_bind(server.cfg.bind, _settings)
+    _server.redact_gunicorn_logs(server.log)
 
 
 def post_worker_init(worker):
@@ -74,11 +80,11 @@ def post_worker_init(worker):
     import signal
 
     worker.log.error_log.addFilter(_quiet_send_timeouts)
+    _server.redact_gunicorn_logs(worker.log)
 
     def closing(handler):
         def handle(signum, frame):
-            for camera in _cameras(worker):
-                camera.close(wait=0)
+            _server.shutdown(getattr(worker, "wsgi", None), wait=0)
             return handler(signum, frame)
         return handle
 
@@ -89,15 +95,8 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Wait (briefly) for the driver to release its device before the worker exits."""
-    for camera in _cameras(worker):
-        camera.close(wait=2.0)
-
-
-def _cameras(worker):
-    app = getattr(worker, "wsgi", None)
-    extensions = getattr(app, "extensions", {})
-    return [extensions["camera"]] if "camera" in extensions else []
+    """Wait (briefly) for the drivers to release their devices before the worker exits."""
+    _server.shutdown(getattr(worker, "wsgi", None), wait=2.0)
 
 
 def _quiet_send_timeouts(record):

@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = Path(__file__).resolve().parent / "drivers"
-MODES = ["gevent", "gthread", "dev"]
+MODES = ["gevent", "gthread", "flask"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -124,7 +124,8 @@ def server_command(mode: str, port: int) -> list[str]:
 
 
 def start_server(mode: str, tmp_path: Path, env: dict | None = None,
-                 wait: bool = True, args: list[str] | None = None) -> Server:
+                 wait: bool = True, args: list[str] | None = None,
+                 wrap: list[str] | None = None) -> Server:
     port = free_port()
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("CAMERA", "OPENCV_", "BASIC_AUTH", "JPEG_", "STREAM_"))}
@@ -135,7 +136,7 @@ def start_server(mode: str, tmp_path: Path, env: dict | None = None,
     full_env.update(env or {})
     log_path = tmp_path / f"server-{mode}-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(server_command(mode, port) + (args or []), cwd=ROOT,
+        proc = subprocess.Popen((wrap or []) + server_command(mode, port) + (args or []), cwd=ROOT,
                                 env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     server = Server(mode, port, proc, log_path, env or {})
@@ -170,7 +171,7 @@ def servers(tmp_path):
 
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
-    """Run a test once per server mode: gunicorn gevent, gunicorn gthread, python app.py."""
+    """Run a test once per server mode: gunicorn gevent, gunicorn gthread, flask run."""
     return request.param
 
 

@@ -43,7 +43,7 @@ def test_bad_value_stops_gunicorn_and_flask_run_too(tmp_path, mode):
     code, output = run_to_exit(mode, {"CAMERA_ROTATION": "45"}, tmp_path)
     assert code != 0
     assert "Traceback" not in output
-    assert "error: CAMERA_ROTATION=45: expected 0, 90, 180 or 270" in output
+    assert "error: CAMERA_ROTATION='45': expected 0, 90, 180 or 270" in output
     assert "Booting worker" not in output  # gunicorn's master refused before forking
 
 
@@ -76,10 +76,11 @@ def test_settings_parse_what_users_write():
         "CAMERA_HFLIP": "yes", "CAMERA_VFLIP": "0", "MAX_CLIENTS": "", "PORT": "8080",
         "BASIC_AUTH_USERNAME": "admin", "BASIC_AUTH_PASSWORD": "a:b:c",
     })
-    assert settings.driver_module == "camera_opencv"
-    assert settings.fps == 12.5 and settings.resolution == (1280, 720)
-    assert settings.hflip is True and settings.vflip is False
+    camera, = settings.cameras
+    assert camera.driver_module == "camera_opencv"
+    assert camera.fps == 12.5 and camera.resolution == (1280, 720)
+    assert camera.hflip is True and camera.vflip is False
     assert settings.max_clients is None and settings.port == 8080
     assert settings.auth_password == "a:b:c"
-    assert config.load({}).driver_module == "camera"
-    assert config.load({"CAMERA": "emulated"}).driver_module == "camera"
+    assert config.load({}).cameras[0].driver_module == "camera"
+    assert config.load({"CAMERA": "emulated"}).cameras[0].driver_module == "camera"

@@ -25,7 +25,7 @@ def events(path: Path) -> list[str]:
 
 def worker_pid(server) -> int:
     """The process that owns the camera: gunicorn's one worker, else the server itself."""
-    if server.mode in ("gevent", "gthread"):
+    if server.mode in ("gevent", "gthread", "dev"):
         children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
         return wait_until(lambda: int(children.read_text().split()[0])
                           if children.read_text().split() else None, message="gunicorn worker")
@@ -198,4 +198,4 @@ def test_bad_fps_query_is_a_400_with_a_reason(servers, fps):
     server = servers("gevent", {"CAMERA": "counter"})
     code, _, body = server.get(f"/video_feed?fps={fps}")
     assert code == 400
-    assert b"fps must be a positive number" in body
+    assert b"fps must be a number from 0.01 to 1000" in body

@@ -143,7 +143,7 @@ def test_viewers_stay_connected_through_a_redis_restart(servers, redis_server, p
 
 
 def test_publisher_stops_cleanly_on_sigterm(redis_server, publisher):
-    wait_until(lambda: "publishing camera_counter" in publisher.log.read_text(), timeout=10)
+    wait_until(lambda: "publishing camera (camera_counter)" in publisher.log.read_text(), timeout=10)
     publisher.send_signal(signal.SIGTERM)
     assert publisher.wait(10) == 0
     assert "publisher stopped" in publisher.log.read_text()

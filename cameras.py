@@ -1,0 +1,117 @@
+"""The server's cameras: each built by its driver module from its settings, by name.
+
+A driver is the module `camera_<driver>` (the emulated camera is `camera.py`) with a
+`Camera` class subclassing BaseCamera. Classic drivers take no constructor argument;
+they get their camera's settings all the same.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import base_camera
+import config
+from base_camera import BaseCamera
+
+HERE = Path(__file__).resolve().parent
+
+
+def _on_path() -> None:
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+
+
+def available_drivers() -> list[str]:
+    _on_path()
+    names = {m.name[len("camera_"):] for m in pkgutil.iter_modules()
+             if m.name.startswith("camera_")}
+    return ["emulated", *sorted(names)]
+
+
+def _no_driver(settings: config.CameraSettings) -> config.ConfigError:
+    return config.ConfigError(
+        f"{settings.where('driver')}={settings.driver!r}: no driver module "
+        f"{settings.driver_module}.py on the import path; drivers found: "
+        f"{', '.join(available_drivers())}")
+
+
+def check_drivers(settings: config.Settings) -> None:
+    """Every camera's driver module exists (without importing it: a gunicorn master must
+    not import drivers before its gevent workers patch the stdlib)."""
+    _on_path()
+    for camera in settings.cameras:
+        if importlib.util.find_spec(camera.driver_module) is None:
+            raise _no_driver(camera)
+
+
+def build(settings: config.CameraSettings) -> BaseCamera:
+    """Import the camera's driver module and build its Camera."""
+    _on_path()
+    name = settings.driver_module
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise config.ConfigError(
+                f"{settings.where('driver')}={settings.driver!r}: {name}.py needs the module "
+                f"{exc.name!r}, which is not installed") from None
+        raise _no_driver(settings) from None
+    cls = getattr(module, "Camera", None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseCamera)):
+        raise config.ConfigError(f"{settings.where('driver')}={settings.driver!r}: "
+                                 f"{module.__file__} has no Camera class subclassing BaseCamera")
+    token = base_camera.building.set(settings)
+    try:
+        # Classic drivers define __init__(self): BaseCamera finds their settings.
+        takes_settings = len(inspect.signature(cls).parameters) > 0
+        return cls(settings) if takes_settings else cls()
+    finally:
+        base_camera.building.reset(token)
+
+
+class Cameras(Mapping[str, BaseCamera]):
+    """The cameras by name, in the order the user listed them."""
+
+    def __init__(self, cameras: list[BaseCamera]) -> None:
+        self._by_name = {camera.name: camera for camera in cameras}
+
+    @classmethod
+    def build(cls, settings: config.Settings) -> Cameras:
+        return cls([build(camera) for camera in settings.cameras])
+
+    def __getitem__(self, name: str) -> BaseCamera:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    @property
+    def first(self) -> BaseCamera:
+        return next(iter(self._by_name.values()))
+
+    def at(self, index: int) -> BaseCamera | None:
+        """The camera at `index` in file order (mjpg-streamer's input number)."""
+        cameras = list(self._by_name.values())
+        return cameras[index] if 0 <= index < len(cameras) else None
+
+    @property
+    def viewers(self) -> int:
+        return sum(camera.viewers for camera in self._by_name.values())
+
+    def close(self, wait: float = 2.0) -> None:
+        """Stop every camera: first all at once, then wait for their drivers together."""
+        for camera in self._by_name.values():
+            camera.close(wait=0)
+        deadline = time.monotonic() + wait
+        for camera in self._by_name.values():
+            camera.close(wait=max(0.01, deadline - time.monotonic()))

@@ -1,0 +1,183 @@
+"""A capture run: one start..stop of a camera's driver, in its own OS thread.
+
+The capture thread iterates the driver's `frames()` and publishes each JPEG. A driver
+that raises or ends is restarted with backoff (1 s doubling to 30 s) for as long as the
+run lasts. A watchdog thread beside it stops the run once the camera has had no
+subscriber for its idle timeout, and while the driver is failing or stalled sends the
+"camera unavailable" placeholder about once a second, so viewers always see something.
+
+A driver stuck in C never returns from `frames()` (or from closing it). Its thread is
+never abandoned for a new one: the next run waits for it and then continues in that same
+thread, so one camera never has two drivers open nor more than one capture thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import native
+from redact import redact
+from jpeg import PLACEHOLDER_JPEG
+
+if TYPE_CHECKING:
+    from base_camera import BaseCamera
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_INTERVAL = 1.0  # seconds between placeholder frames while the camera is down
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+
+
+class CameraError(Exception):
+    """A driver's failure whose message is meant for users (shown in /status as is)."""
+
+
+class CaptureRun:
+    """One run of a camera's driver: its capture thread's loop and its watchdog."""
+
+    def __init__(self, camera: BaseCamera, previous: CaptureRun | None) -> None:
+        self.camera = camera
+        self.stopped = native.Flag()  # set once: the run is over
+        self.driver_returned = native.Flag()  # set once: frames() returned or was closed
+        self.started = time.monotonic()
+        self.stopped_at: float | None = None
+        self.last_frame_at = self.started  # monotonic time of the newest live frame
+        self.last_placeholder_at = 0.0  # monotonic time of the newest placeholder
+        self.error: str | None = None
+        self.captured: deque[float] = deque(maxlen=30)  # monotonic capture times, for fps
+        # The run whose driver has not returned yet, if any: this one waits for it and
+        # then continues in its thread. A run that was itself waiting never had a thread.
+        owner = previous
+        while owner is not None and owner.waits_for is not None:
+            owner = owner.waits_for
+        self.waits_for = owner if owner and not owner.driver_returned.is_set() else None
+
+    @property
+    def name(self) -> str:
+        return self.camera.name
+
+    def start(self) -> None:
+        """Start the watchdog, and the capture unless it must wait for the run before."""
+        if self.waits_for is None:
+            native.start_thread(_capture_thread, (self,))
+        native.start_thread(self._watch, ())
+
+    def stop(self) -> None:
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
+        self.stopped.set()
+
+    def stuck_for(self, now: float) -> float | None:
+        """Seconds this run's driver has not returned since it was stopped, or None."""
+        if self.stopped_at is None or self.driver_returned.is_set():
+            return None
+        return now - self.stopped_at
+
+    def stalled(self, now: float) -> bool:
+        return now - self.last_frame_at > self.camera.settings.stall_timeout
+
+    # -- the capture thread -------------------------------------------------------------
+
+    def capture(self) -> None:
+        """Run the driver, restarting it with backoff when it fails, until stopped."""
+        backoff = BACKOFF_FIRST
+        log.info("%s: capture started", self.name)
+        try:
+            while not self.stopped.is_set():
+                frames = None
+                try:
+                    frames = self.camera.frames()
+                    for item in frames:
+                        if self.stopped.is_set():
+                            break
+                        self._on_frame(item)
+                        backoff = BACKOFF_FIRST
+                    else:
+                        raise CameraError("the driver's frames() ended")
+                except Exception as exc:  # noqa: BLE001 - any driver failure is reported
+                    self._on_error(exc)
+                finally:
+                    _close_quietly(frames, self.name)
+                if self.stopped.is_set():
+                    break
+                log.info("%s: restarting the driver in %.0f s", self.name, backoff)
+                self.stopped.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            log.info("%s: capture stopped", self.name)
+
+    def _on_frame(self, item) -> None:
+        # Drivers yield JPEG bytes, or (bytes, capture time) when they know it better.
+        data, timestamp = item if isinstance(item, tuple) else (item, None)
+        if not isinstance(data, (bytes, bytearray, memoryview)) or data[:2] != b"\xff\xd8":
+            raise CameraError(f"the driver yielded {type(data).__name__}, not JPEG bytes")
+        now = time.monotonic()
+        self.last_frame_at = now
+        self.captured.append(now)
+        self.error = None
+        self.camera._on_live_frame(self, bytes(data), timestamp)
+
+    def _on_error(self, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
+        message = redact(message)  # shown in /status, snapshots and the page
+        self.error = message
+        self.camera._on_error(self, message)
+        log.warning("%s: %s", self.name, message)
+        log.debug("%s: driver failure", self.name, exc_info=exc)
+        # Show it now, not at the watchdog's next tick, unless viewers see one already.
+        self.placeholder(time.monotonic())
+
+    def placeholder(self, now: float) -> None:
+        """Publish the placeholder, at most once per PLACEHOLDER_INTERVAL."""
+        if now - self.last_placeholder_at >= PLACEHOLDER_INTERVAL:
+            self.last_placeholder_at = now
+            self.camera._publish(self, PLACEHOLDER_JPEG, live=False)
+
+    # -- the watchdog ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Idle stop, and placeholders while the driver is down, stalled or stuck."""
+        s = self.camera.settings
+        tick = min(1.0, max(0.05, min(s.idle_timeout, s.stall_timeout) / 4))
+        try:
+            while not self.stopped.wait(tick):
+                now = time.monotonic()
+                if self.camera._idle_for(now) >= s.idle_timeout and self.camera._end_run(self):
+                    break
+                stuck = self.waits_for.stuck_for(now) if self.waits_for else None
+                if stuck is not None:
+                    self.error = (f"the driver is stuck: its last run has not returned from "
+                                  f"frames() for {stuck:.0f} s")
+                elif self.stalled(now) and self.error is None:
+                    self.error = f"no frame from the driver for {now - self.last_frame_at:.0f} s"
+                    log.warning("%s: %s", self.name, self.error)
+                if self.error or self.stalled(now):
+                    self.placeholder(now)
+        finally:
+            native.destroy_thread_hub()
+
+
+def _capture_thread(run: CaptureRun) -> None:
+    """One camera's capture thread: its run, then any run that waited for it."""
+    try:
+        while run is not None:
+            try:
+                run.capture()
+            finally:
+                run = run.camera._after_capture(run)
+    finally:
+        native.destroy_thread_hub()
+
+
+def _close_quietly(frames: Iterator | None, name: str) -> None:
+    close = getattr(frames, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # noqa: BLE001 - a driver failing to clean up must not kill capture
+        log.warning("%s: error while closing the driver", name, exc_info=True)
