@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 
 from flask import Flask, Response, abort, jsonify, render_template, request, url_for
@@ -46,6 +45,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings if settings is not None else config.load()
     cameras = Cameras.build(settings)
     app = Flask(__name__)
+    app.json.sort_keys = False  # cameras in the order the user listed them
     app.config["SETTINGS"] = settings
     app.extensions["cameras"] = cameras
     stream_slots = threading.Lock()  # makes the MAX_CLIENTS check and the join one step

@@ -37,7 +37,7 @@ def available_drivers() -> list[str]:
 
 def _no_driver(settings: config.CameraSettings) -> config.ConfigError:
     return config.ConfigError(
-        f"{settings.where('driver')}={settings.driver!r}: no driver module "
+        f"{config.shown(settings.where('driver'), settings.driver)}: no driver module "
         f"{settings.driver_module}.py on the import path; drivers found: "
         f"{', '.join(available_drivers())}")
 
@@ -55,18 +55,19 @@ def build(settings: config.CameraSettings) -> BaseCamera:
     """Import the camera's driver module and build its Camera."""
     _on_path()
     name = settings.driver_module
+    named = config.shown(settings.where("driver"), settings.driver)
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise config.ConfigError(
-                f"{settings.where('driver')}={settings.driver!r}: {name}.py needs the module "
-                f"{exc.name!r}, which is not installed") from None
+                f"{named}: {name}.py needs the module {exc.name!r}, which is not installed"
+            ) from None
         raise _no_driver(settings) from None
     cls = getattr(module, "Camera", None)
     if not (isinstance(cls, type) and issubclass(cls, BaseCamera)):
-        raise config.ConfigError(f"{settings.where('driver')}={settings.driver!r}: "
-                                 f"{module.__file__} has no Camera class subclassing BaseCamera")
+        raise config.ConfigError(f"{named}: {module.__file__} has no Camera class subclassing "
+                                 "BaseCamera")
     token = base_camera.building.set(settings)
     try:
         # Classic drivers define __init__(self): BaseCamera finds their settings.

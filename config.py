@@ -110,14 +110,15 @@ _FALSE = {"0", "false", "no", "off", ""}
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
+def shown(label: str, raw: Any) -> str:
+    """`NAME='value'` for a variable, `file: [cameras.x] key = value` for a file's key."""
+    if " " not in label:  # an environment variable
+        return f"{label}={raw!r}"
+    return f"{label} = " + ("true" if raw is True else "false" if raw is False else repr(raw))
+
+
 def _fail(label: str, raw: Any, expected: str) -> ConfigError:
-    shown = raw if isinstance(raw, str) else _toml_value(raw)
-    return ConfigError(f"{label}={shown!r}: expected {expected}" if isinstance(raw, str)
-                       else f"{label} = {shown}: expected {expected}")
-
-
-def _toml_value(raw: Any) -> str:
-    return "true" if raw is True else "false" if raw is False else repr(raw)
+    return ConfigError(f"{shown(label, raw)}: expected {expected}")
 
 
 def number(kind=float, *, above=None, minimum=None, maximum=None, optional=False):

@@ -39,7 +39,7 @@ def refuse(message: str, status: int = 2) -> None:
     Status 4 is gunicorn's "app failed to load": its master then stops instead of
     restarting the worker forever.
     """
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {redact.redact(message)}", file=sys.stderr, flush=True)
     raise SystemExit(status)
 
 

@@ -8,6 +8,9 @@ const snapshotUrl = script.dataset.snapshot;
 const img = document.getElementById("stream");
 const streamUrl = img.dataset.src;
 const $ = (id) => document.getElementById(id);
+// fetch() refuses URLs with credentials, and a page opened as http://user:pass@host/
+// resolves relative URLs to such URLs: resolve against the origin, which has none.
+const here = (path) => new URL(path, location.origin).href;
 
 // Browsers allow 6 connections per host: a hidden page gives its stream back.
 // Chrome closes a stream when the src changes, so dropping src closes it.
@@ -38,7 +41,7 @@ function show(status) {
 async function poll() {
   if (document.hidden) return;
   try {
-    const response = await fetch(statusUrl, { cache: "no-store" });
+    const response = await fetch(here(statusUrl), { cache: "no-store" });
     if (response.ok) show(await response.json());
   } catch (error) {
     $("state").textContent = "server unreachable";
@@ -49,7 +52,7 @@ setInterval(poll, 2000);
 poll();
 
 $("snapshot").addEventListener("click", async () => {
-  const response = await fetch(`${snapshotUrl}?t=${Date.now()}`, { cache: "no-store" });
+  const response = await fetch(here(`${snapshotUrl}?t=${Date.now()}`), { cache: "no-store" });
   if (!response.ok) { alert(await response.text()); return; }
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());

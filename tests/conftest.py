@@ -169,6 +169,28 @@ def servers(tmp_path):
         server.kill()
 
 
+@pytest.fixture
+def app_client():
+    """Factory: app_client(env) builds the app in this process (HTTP rules need no real
+    server) and returns Flask's test client; its cameras are closed after the test."""
+    if str(DRIVERS) not in sys.path:
+        sys.path.insert(0, str(DRIVERS))
+    import app as app_module
+    import config
+    import server as server_module
+
+    apps = []
+
+    def factory(env: dict | None = None):
+        application = app_module.create_app(config.load({"CAMERA": "counter", **(env or {})}))
+        apps.append(application)
+        return application.test_client()
+
+    yield factory
+    for application in apps:
+        server_module.shutdown(application, wait=2.0)
+
+
 @pytest.fixture(params=MODES)
 def mode(request) -> str:
     """Run a test once per server mode: gunicorn gevent, gunicorn gthread, flask run."""

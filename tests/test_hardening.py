@@ -1,0 +1,190 @@
+"""Hardening: no secret leaks, no stuck slots or threads, clear start-up errors, and
+`python app.py` is the production server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from base_camera import PLACEHOLDER_JPEG
+from conftest import ROOT, free_port, start_server, wait_until
+from test_config import run_to_exit
+from test_core import events, thread_count, worker_pid
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env,secret", [
+    ({"CAMERA": "opencv", "OPENCV_CAMERA_SOURCE": "rtsp://user:s3cretpw@127.0.0.1:{port}/live"},
+     "s3cretpw"),
+    ({"CAMERA": "redis", "REDIS_URL": "redis://:hunter22pw@127.0.0.1:{port}/0"}, "hunter22pw"),
+])
+def test_a_source_outage_never_shows_or_logs_the_password(servers, env, secret):
+    port = free_port()  # nothing listens there: every attempt fails
+    env = {k: v.format(port=port) for k, v in env.items()}
+    server = servers("gevent", {**env, "CAMERA_STALL_TIMEOUT": "1"})
+    code, _, body = server.get("/snapshot.jpg")
+    assert code == 503 and b"127.0.0.1" in body and secret.encode() not in body
+    status = server.status()
+    assert status["error"] and "***" in status["error"] and secret not in status["error"]
+    page = server.get("/")[2]
+    assert secret.encode() not in page
+    # The driver is retried with backoff (1 s, 2 s): each retry's log lines too.
+    wait_until(lambda: server.log().count("restarting the driver") >= 2, timeout=10,
+               message="two retries logged")
+    assert secret not in server.log()
+
+
+# -- viewers that left, drivers that never return, snapshots -------------------------------
+
+def partial_viewer(port: int, path: str) -> socket.socket:
+    """A client that reads the response head and first part, then goes quiet."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camera\r\n\r\n".encode())
+    data = b""
+    while data.count(b"Content-Type: image/jpeg") < 1 or len(data) < 2000:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the stream: {data[:200]!r}"
+        data += chunk
+    return sock
+
+
+def test_viewers_that_left_are_released_within_5_s_whatever_their_fps(servers, mode, tmp_path):
+    log = tmp_path / "events"
+    server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "20", "MAX_CLIENTS": "2",
+                            "CAMERA_IDLE_TIMEOUT": "0.5", "DRIVER_EVENTS": str(log)})
+    for _ in range(2):  # twice: slots released once are taken and released again
+        gone = [partial_viewer(server.port, "/video_feed?fps=0.01") for _ in range(2)]
+        assert server.get("/video_feed?fps=0.01", timeout=5)[0] == 503  # both slots taken
+        for sock in gone:
+            sock.close()
+        started = time.monotonic()
+        wait_until(lambda: server.status()["viewers"] == 0, timeout=5,
+                   message="the closed viewers released")
+        assert time.monotonic() - started < 5
+        with server.stream("/video_feed") as stream:
+            assert stream.status == 200
+            stream.next_part()
+        wait_until(lambda: server.status()["viewers"] == 0, timeout=5)
+    wait_until(lambda: events(log)[-1:] == ["stop"], timeout=5, message="the camera stopped")
+
+
+@pytest.mark.parametrize("fps", ["0.001", "1e-9", "1001"])
+def test_fps_outside_its_documented_bounds_is_a_400(app_client, fps):
+    response = app_client().get(f"/video_feed?fps={fps}")
+    assert response.status_code == 400
+    assert b"fps must be a number from 0.01 to 1000" in response.data
+
+
+def test_a_driver_stuck_for_ever_is_never_run_twice_and_leaks_no_threads(servers, tmp_path):
+    log = tmp_path / "events"
+    server = servers("gevent", {"CAMERA": "stuck", "CAMERA_IDLE_TIMEOUT": "0.2",
+                                "CAMERA_STALL_TIMEOUT": "0.5", "DRIVER_EVENTS": str(log)})
+    pid = worker_pid(server)
+    server.status()
+    threads_idle = thread_count(pid)
+    with server.stream() as stream:
+        stream.frames(3)
+        assert stream.next_part().body == PLACEHOLDER_JPEG  # stalled: told at once
+    for _ in range(6):  # idle stop, then a viewer again, while the driver stays stuck
+        wait_until(lambda: server.status()["viewers"] == 0 and not server.status()["running"],
+                   timeout=5, message="idle")
+        with server.stream() as stream:
+            assert stream.next_part().body == PLACEHOLDER_JPEG
+        assert thread_count(pid) <= threads_idle + 3  # the stuck one, a run's watchdog
+    status = wait_until(lambda: (s := server.status())["stuck"] and s, timeout=5,
+                        message="reported stuck")
+    assert "stuck" in status["error"] and status["running"] is False
+    assert events(log) == ["start"]  # frames() was never called again
+    wait_until(lambda: thread_count(pid) <= threads_idle + 1, timeout=5,
+               message="only the stuck thread left")
+
+
+def test_a_waiting_snapshot_is_not_counted_against_max_clients(servers):
+    server = servers("gevent", {"CAMERA": "faulty", "FAULT": "open", "MAX_CLIENTS": "1"})
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(server.get("/snapshot.jpg")[0]))
+    waiting.start()
+    wait_until(lambda: server.status()["error"], timeout=5, message="the camera tried")
+    assert waiting.is_alive()  # the snapshot still waits for a frame that never comes
+    with server.stream() as stream:
+        assert stream.status == 200
+    waiting.join(10)
+    assert answers == [503]
+
+
+# -- start-up errors -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,value", [
+    ("STREAM_SEND_TIMEOUT", "1e10"), ("CORS_ALLOW_ORIGIN", "https://a.example\nX-Evil: 1"),
+    ("CORS_ALLOW_ORIGIN", "https://a.example/path"), ("HOST", "999.1.1.1"),
+    ("HOST", "no-such-host.invalid"), ("CAMERAS_FILE", "/nonexistent/cameras.toml"),
+])
+@pytest.mark.parametrize("mode", ["dev", "gevent"])
+def test_values_that_used_to_fail_later_stop_the_server_at_start(tmp_path, mode, name, value):
+    code, output = run_to_exit(mode, {name: value}, tmp_path)
+    assert code != 0 and "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and name in errors[0], output
+    assert "Booting worker" not in output
+
+
+def test_values_checked_by_config_stop_flask_run_too(tmp_path):
+    code, output = run_to_exit("flask", {"STREAM_SEND_TIMEOUT": "1e10"}, tmp_path)
+    assert code != 0 and "Traceback" not in output
+    assert "error: STREAM_SEND_TIMEOUT='1e10': expected a number > 0 and <= 3600" in output
+
+
+@pytest.mark.parametrize("mode", ["dev", "gevent"])
+def test_a_port_in_use_is_one_line_before_anything_says_serving(tmp_path, mode):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(mode, tmp_path, {"PORT": str(port)}, wait=False)
+        started = time.monotonic()
+        code = server.proc.wait(15)
+        output = server.log()
+    assert time.monotonic() - started < 5, "gunicorn retried the bind"
+    assert code != 0 and "Traceback" not in output
+    assert f"error: PORT={port}: 127.0.0.1:{port} is already in use" in output
+    assert "Listening at" not in output and "Booting worker" not in output
+
+
+def test_gunicorn_from_another_folder_warns_that_it_runs_without_the_settings(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--pythonpath", str(ROOT),
+                             "-b", f"127.0.0.1:{port}", "app:app"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        line = wait_until(lambda: next((line for line in iter(proc.stdout.readline, "")
+                                        if "without this project's settings" in line), None),
+                          timeout=20, message="the warning")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert f"--config {ROOT / 'gunicorn.conf.py'}" in line
+
+
+def test_python_app_py_is_gunicorn_with_a_gevent_worker_that_cuts_slow_clients(servers):
+    server = servers("dev", {"CAMERA": "counter"})
+    wait_until(lambda: "Booting worker" in server.log(), timeout=10, message="the worker")
+    log = server.log()
+    assert "Using worker: gevent" in log and "development server" not in log
+    slow = []
+    for _ in range(20):  # slowloris: headers that never end
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: camera\r\nX-Slow: 1\r\n")
+        slow.append(sock)
+    started = time.monotonic()
+    for sock in slow:
+        assert sock.recv(1024) == b""  # the server hung up (keepalive = 5 s)
+        sock.close()
+    assert time.monotonic() - started < 8
+    assert server.get("/status")[0] == 200
