@@ -103,6 +103,9 @@ class BaseCamera:
                 frame = viewer.next_frame(remaining)
                 if frame is not None and frame.live:
                     return frame
+                run = self._run
+                if run is not None and run.error:
+                    return None  # the driver failed: say why now, not after the timeout
         return None
 
     @property

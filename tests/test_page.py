@@ -125,3 +125,49 @@ def test_page_shows_when_the_camera_is_unavailable(browser, servers):
     assert banner.text == "Camera unavailable: no camera at /dev/video9"
     assert browser.find_element("id", "state").text == "camera unavailable"
     browser.save_screenshot("/tmp/viewer-down.png")
+
+
+def test_grid_shows_every_camera_with_at_most_four_streams_open(browser, servers, tmp_path):
+    colours = ["#ff0000", "#00ff00", "#0000ff", "#ffff00", "#ff00ff", "#00ffff"]
+    path = tmp_path / "cameras.toml"
+    path.write_text("".join(f'[cameras.cam{i}]\ndriver = "solid"\nfps = 5\ncolor = "{c}"\n'
+                            for i, c in enumerate(colours)))
+    server = servers("gevent", {"CAMERAS_FILE": str(path)})
+    browser.get(server.url + "/")
+    tiles = browser.find_elements("css selector", ".tile")
+    assert [t.get_attribute("data-name") for t in tiles] == [f"cam{i}" for i in range(6)]
+    loaded = "return [...document.querySelectorAll('.tile img')].map(i => i.naturalWidth > 0)"
+    wait_until(lambda: all(browser.execute_script(loaded)), timeout=15,
+               message="every tile shows a picture")
+    wait_until(lambda: all(t.find_element("css selector", ".state").text == "live"
+                           for t in tiles), timeout=15, message="every tile live")
+    for _ in range(10):  # the page never holds more than four streams open
+        cameras = server.status()["cameras"]
+        assert sum(c["viewers"] for c in cameras.values()) <= 4
+        time.sleep(0.2)
+    assert sum(c["viewers"] for c in server.status()["cameras"].values()) == 4
+    browser.save_screenshot("/tmp/grid.png")
+    tiles[5].click()
+    wait_until(lambda: browser.current_url.endswith("/camera/cam5/"), timeout=5)
+    assert browser.find_element("id", "stream").get_attribute("src").startswith(
+        server.url + "/camera/cam5/video_feed")
+    browser.set_window_size(390, 844)
+    browser.get(server.url + "/")
+    browser.save_screenshot("/tmp/grid-phone.png")
+
+
+def test_page_opened_with_credentials_in_its_url_works(browser, servers, tmp_path):
+    server = servers("gevent", {"CAMERA": "colors", "COUNTER_FPS": "5",
+                                "BASIC_AUTH_USERNAME": "admin",
+                                "BASIC_AUTH_PASSWORD": "pa55word"})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Page.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(f"http://admin:pa55word@127.0.0.1:{server.port}/")
+    state = browser.find_element("id", "state")
+    wait_until(lambda: state.text == "live", timeout=10, message=f"live, not {state.text!r}")
+    browser.find_element("id", "snapshot").click()
+    jpeg = wait_until(lambda: list(downloads.glob("camera-*.jpg")), timeout=10,
+                      message="a downloaded snapshot")[0]
+    wait_until(lambda: jpeg.read_bytes()[:2] == b"\xff\xd8", timeout=5)

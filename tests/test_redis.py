@@ -59,23 +59,35 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture
-def publisher(redis_server, tmp_path):
-    """`flask --app app publish` with the counter driver at 10 fps."""
-    log = tmp_path / "publisher.log"
-    events = tmp_path / "events"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERA")}
-    env.update({"CAMERA": "counter", "COUNTER_FPS": "10", "REDIS_URL": redis_server.url,
-                "CAMERA_IDLE_TIMEOUT": "1", "DRIVER_EVENTS": str(events),
-                "PYTHONPATH": str(DRIVERS), "PYTHONUNBUFFERED": "1"})
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "publish"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    proc.events, proc.log = events, log
-    yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def publishers(redis_server, tmp_path):
+    """Factory: `flask --app app publish` with the counter driver at 10 fps, or `env`."""
+    started = []
+
+    def start(**extra) -> subprocess.Popen:
+        log = tmp_path / f"publisher-{len(started)}.log"
+        events = tmp_path / "events"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERA")}
+        env.update({"CAMERA": "counter", "COUNTER_FPS": "10", "REDIS_URL": redis_server.url,
+                    "CAMERA_IDLE_TIMEOUT": "1", "DRIVER_EVENTS": str(events),
+                    "PYTHONPATH": str(DRIVERS), "PYTHONUNBUFFERED": "1", **extra})
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "publish"],
+                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        proc.events, proc.log = events, log
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def publisher(publishers):
+    return publishers()
 
 
 def web(servers, redis_server, workers: int = 3, **env):
@@ -170,3 +182,43 @@ def test_bad_redis_url_is_a_clear_start_up_error(tmp_path, mode):
                                tmp_path)
     assert code != 0 and "Traceback" not in output
     assert "error: REDIS_URL='redis://host:notaport'" in output
+
+
+def test_frames_keep_their_capture_time_across_the_bus(servers, redis_server, publishers):
+    publishers(CAMERA="stamped")
+    server = web(servers, redis_server, workers=2)
+    with server.stream() as stream:
+        parts = stream.frames(3)
+    for part in parts:  # the driver's own capture time, not the worker's receive time
+        assert float(part.headers["x-timestamp"]) == 1_000_000_000 + frame_number(part.body)
+        assert part.body == numbered(frame_number(part.body))  # the time tag is gone again
+    code, headers, body = server.get("/snapshot.jpg")
+    assert code == 200 and float(headers["X-Timestamp"]) == 1_000_000_000 + frame_number(body)
+    assert body == numbered(frame_number(body))
+
+
+def test_every_camera_of_a_file_through_redis_with_viewers_summed_over_workers(
+        servers, redis_server, publishers, tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.red]\ndriver = "solid"\nfps = 10\ncolor = "#ff0000"\n'
+                    '[cameras.green]\ndriver = "solid"\nfps = 10\ncolor = "#00ff00"\n')
+    publishers(CAMERAS_FILE=str(path))
+    server = web(servers, redis_server, workers=2, CAMERAS_FILE=str(path))
+    streams = [server.stream(f"/camera/{name}/video_feed") for name in ("red", "green", "red")
+               for _ in range(3)]
+    try:
+        for stream, name in zip(streams, ["red"] * 3 + ["green"] * 3 + ["red"] * 3):
+            tag = stream.next_part().body[6:40]
+            assert tag.startswith(f"camera={name};".encode()), tag
+        # Whichever worker answers, it counts every worker's viewers, and shows the
+        # publisher's figures, not its own.
+        def summed():
+            cameras = server.status()["cameras"]
+            return (cameras["red"]["viewers"] == 6 and cameras["green"]["viewers"] == 3
+                    and all(c["running"] and c["fps"] for c in cameras.values()))
+
+        for _ in range(4):
+            wait_until(summed, timeout=10, message="viewers summed over the workers")
+    finally:
+        for stream in streams:
+            stream.close()
