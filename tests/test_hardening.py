@@ -74,13 +74,6 @@ def test_viewers_that_left_are_released_within_5_s_whatever_their_fps(servers, m
     wait_until(lambda: events(log)[-1:] == ["stop"], timeout=5, message="the camera stopped")
 
 
-@pytest.mark.parametrize("fps", ["0.001", "1e-9", "1001"])
-def test_fps_outside_its_documented_bounds_is_a_400(app_client, fps):
-    response = app_client().get(f"/video_feed?fps={fps}")
-    assert response.status_code == 400
-    assert b"fps must be a number from 0.01 to 1000" in response.data
-
-
 def test_a_driver_stuck_for_ever_is_never_run_twice_and_leaks_no_threads(servers, tmp_path):
     log = tmp_path / "events"
     server = servers("gevent", {"CAMERA": "stuck", "CAMERA_IDLE_TIMEOUT": "0.2",
@@ -105,12 +98,14 @@ def test_a_driver_stuck_for_ever_is_never_run_twice_and_leaks_no_threads(servers
                message="only the stuck thread left")
 
 
-def test_a_waiting_snapshot_is_not_counted_against_max_clients(servers):
-    server = servers("gevent", {"CAMERA": "faulty", "FAULT": "open", "MAX_CLIENTS": "1"})
+def test_a_waiting_snapshot_is_not_counted_against_max_clients(servers, tmp_path):
+    log = tmp_path / "events"  # a camera that opens but gives no frame: snapshots wait
+    server = servers("gevent", {"CAMERA": "stuck", "STUCK_AFTER": "0", "MAX_CLIENTS": "1",
+                                "DRIVER_EVENTS": str(log)})
     answers = []
     waiting = threading.Thread(target=lambda: answers.append(server.get("/snapshot.jpg")[0]))
     waiting.start()
-    wait_until(lambda: server.status()["error"], timeout=5, message="the camera tried")
+    wait_until(lambda: events(log) == ["start"], timeout=5, message="the snapshot waits")
     assert waiting.is_alive()  # the snapshot still waits for a frame that never comes
     with server.stream() as stream:
         assert stream.status == 200

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import sys
 import time
 
 import pytest
 
-from conftest import DRIVERS, ROOT, frame_number, wait_until
+from conftest import DRIVERS, frame_number, wait_until
 
 sys.path.insert(0, str(DRIVERS))
 from numbered import numbered  # noqa: E402
@@ -75,23 +74,6 @@ def test_parts_are_built_once_per_frame_and_shared():
     assert mjpeg.exact_part(frame) is mjpeg.exact_part(frame)
 
 
-def test_stream_headers_forbid_caching_and_proxy_buffering_and_head_has_no_body(counter):
-    def check(headers):
-        assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
-        assert "no-store" in headers["Cache-Control"] and "no-cache" in headers["Cache-Control"]
-        assert headers["Pragma"] == "no-cache"
-        assert headers["Expires"] == "Thu, 01 Jan 1970 00:00:00 GMT"
-        assert headers["X-Accel-Buffering"] == "no"
-
-    with counter.stream() as stream:
-        assert stream.status == 200
-        check(stream.headers)
-    started = time.monotonic()
-    code, headers, body = counter.get("/video_feed", method="HEAD", timeout=5)
-    assert code == 200 and body == b"" and time.monotonic() - started < 2
-    check(headers)
-
-
 def test_fps_query_caps_one_viewer_and_leaves_the_others(counter):
     with counter.stream("/video_feed?fps=4") as capped, counter.stream() as full:
         capped_parts = capped.frames(5)
@@ -121,14 +103,6 @@ def test_viewers_on_different_fps_caps_share_one_capture_run(servers, tmp_path):
     finally:
         for stream in streams:
             stream.close()
-
-
-def test_unknown_query_strings_such_as_cache_busters_are_ignored(counter):
-    with counter.stream("/video_feed?1700000000000&foo=bar") as stream:
-        assert stream.status == 200
-        stream.next_part()
-    code, headers, body = counter.get("/snapshot.jpg?1700000000000")
-    assert code == 200 and body[:2] == b"\xff\xd8"
 
 
 def test_snapshot_is_one_fresh_jpeg_and_starts_the_camera(servers):
@@ -181,14 +155,7 @@ def test_status_reflects_viewers_frames_and_size(counter):
     wait_until(lambda: counter.status()["viewers"] == 0, timeout=5, message="viewers leave")
 
 
-def test_bad_requests_get_short_text_answers(counter):
-    code, headers, body = counter.get("/nope")
-    assert code == 404 and headers["Content-Type"].startswith("text/plain")
-    assert body.startswith(b"404 Not Found") and len(body) < 300
-    code, headers, body = counter.get("/video_feed", method="POST")
-    assert code == 405 and "GET" in headers["Allow"] and body.startswith(b"405")
-    code, _, body = counter.get("/video_feed?advance_headers=maybe")
-    assert code == 400 and b"advance_headers must be 0 or 1" in body
+def test_a_request_that_is_not_http_leaves_the_server_serving(counter):
     # A request that is not HTTP at all: the server answers or closes, and lives on.
     with socket.create_connection(("127.0.0.1", counter.port), timeout=5) as sock:
         sock.sendall(b"\x16\x03\x01\x00\xa5garbage\r\n\r\n")
@@ -197,9 +164,3 @@ def test_bad_requests_get_short_text_answers(counter):
     assert "Traceback" not in counter.log()
 
 
-def test_status_json_is_plain_json(counter):
-    code, headers, body = counter.get("/status")
-    assert headers["Content-Type"] == "application/json"
-    assert set(json.loads(body)) >= {"driver", "running", "viewers", "frames_captured", "fps",
-                                     "frame_size", "frame_age", "error", "uptime"}
-    assert (ROOT / "static" / "unavailable.jpg").exists()
