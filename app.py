@@ -23,6 +23,7 @@ import access
 import config
 import mjpeg
 import server
+import variants
 from base_camera import BaseCamera, CameraClosed
 from cameras import Cameras
 
@@ -62,6 +63,13 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         return text_response(exc.code, f"{exc.code} {exc.name}: {exc.description}", headers)
 
+    def size_spec() -> variants.Spec | None:
+        """?width=, ?height=, ?quality=: a 400 saying what is accepted when bad."""
+        try:
+            return variants.parse_request(request.args)
+        except ValueError as exc:
+            abort(400, str(exc))
+
     def camera_named(name: str) -> BaseCamera:
         if name not in cameras:
             abort(404, f"no camera {name!r}; cameras: {', '.join(cameras)}")
@@ -75,7 +83,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         if advance not in (None, "0", "1"):
             abort(400, "advance_headers must be 0 or 1")
         advance = mjpeg.is_browser(request.headers) if advance is None else advance == "1"
-        fps = fps_cap()
+        fps, spec = fps_cap(), size_spec()
         if request.method == "HEAD":
             return Response(b"", headers=STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
         with stream_slots:
@@ -83,7 +91,8 @@ def create_app(settings: config.Settings | None = None) -> Flask:
                 return text_response(503, f"503 Service Unavailable: {settings.max_clients} "
                                      "viewers already (MAX_CLIENTS)", {"Retry-After": "5"})
             try:
-                viewer = camera.subscribe()
+                viewer = (camera.subscribe() if spec is None
+                          else cameras.variants[camera.name].subscribe(spec, fps=fps))
             except CameraClosed:
                 abort(503, "the server is shutting down")
         # A viewer that accepts no data for STREAM_SEND_TIMEOUT is dropped: the server's
@@ -96,8 +105,10 @@ def create_app(settings: config.Settings | None = None) -> Flask:
 
     def snapshot(camera: BaseCamera) -> Response:
         """One fresh JPEG, waiting a little for a camera that is starting."""
+        spec = size_spec()
         try:
-            frame = camera.snapshot(SNAPSHOT_TIMEOUT)
+            frame = (camera.snapshot(SNAPSHOT_TIMEOUT) if spec is None
+                     else cameras.variants[camera.name].snapshot(spec, SNAPSHOT_TIMEOUT))
         except CameraClosed:
             frame = None
         if frame is None:
@@ -153,7 +164,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
 
     @app.route("/status")
     def status():
-        every = {name: camera.status() for name, camera in cameras.items()}
+        every = {name: cameras.status(name) for name in cameras}
         body = {"cameras": every, "viewers": cameras.viewers,
                 "max_clients": settings.max_clients}
         if len(cameras) == 1:  # one camera: its fields at the top, as before
@@ -174,7 +185,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
 
     @app.route("/camera/<name>/status")
     def camera_status(name: str):
-        return status_response(camera_named(name).status())
+        return status_response(cameras.status(camera_named(name).name))
 
     @app.cli.command("publish")
     def publish():

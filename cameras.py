@@ -19,6 +19,7 @@ from pathlib import Path
 import base_camera
 import config
 from base_camera import BaseCamera
+from variants import Variants
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,10 +79,15 @@ def build(settings: config.CameraSettings) -> BaseCamera:
 
 
 class Cameras(Mapping[str, BaseCamera]):
-    """The cameras by name, in the order the user listed them."""
+    """The cameras by name, in the order the user listed them, with their size variants.
+
+    Build it in the thread that serves requests (under gevent, the event loop's): the
+    frame buffers made here wake their viewers through that thread's hub.
+    """
 
     def __init__(self, cameras: list[BaseCamera]) -> None:
         self._by_name = {camera.name: camera for camera in cameras}
+        self.variants = {camera.name: Variants(camera) for camera in cameras}
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:
@@ -107,11 +113,20 @@ class Cameras(Mapping[str, BaseCamera]):
 
     @property
     def viewers(self) -> int:
-        return sum(camera.viewers for camera in self._by_name.values())
+        """Stream viewers of every camera, full size and size variants."""
+        return sum(camera.viewers + self.variants[name].viewers
+                   for name, camera in self._by_name.items())
+
+    def status(self, name: str) -> dict:
+        """A camera's figures for /status, its variants' with them."""
+        camera, variants = self._by_name[name], self.variants[name]
+        return {**camera.status(), "viewers": camera.viewers + variants.viewers,
+                "variants": variants.status()}
 
     def close(self, wait: float = 2.0) -> None:
         """Stop every camera: first all at once, then wait for their drivers together."""
-        for camera in self._by_name.values():
+        for name, camera in self._by_name.items():
+            self.variants[name].close()
             camera.close(wait=0)
         deadline = time.monotonic() + wait
         for camera in self._by_name.values():
