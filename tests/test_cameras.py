@@ -9,9 +9,8 @@ import time
 import pytest
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import DRIVERS, wait_until
+from conftest import DRIVERS, events, wait_until
 from test_config import run_to_exit
-from test_core import events
 
 sys.path.insert(0, str(DRIVERS))
 from camera_solid import solid_jpeg, tagged  # noqa: E402

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import ROOT, free_port, start_server, wait_until
+from conftest import ROOT, events, free_port, start_server, thread_count, wait_until
 from test_config import run_to_exit
-from test_core import events, thread_count, worker_pid
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -78,7 +77,7 @@ def test_a_driver_stuck_for_ever_is_never_run_twice_and_leaks_no_threads(servers
     log = tmp_path / "events"
     server = servers("gevent", {"CAMERA": "stuck", "CAMERA_IDLE_TIMEOUT": "0.2",
                                 "CAMERA_STALL_TIMEOUT": "0.5", "DRIVER_EVENTS": str(log)})
-    pid = worker_pid(server)
+    pid = server.worker()
     server.status()
     threads_idle = thread_count(pid)
     with server.stream() as stream:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import DRIVERS, ROOT, free_port, frame_number, need_tool, wait_until
+from conftest import DRIVERS, ROOT, events, free_port, frame_number, need_tool, wait_until
 from test_config import run_to_exit
 
 sys.path.insert(0, str(DRIVERS))
@@ -94,10 +94,6 @@ def web(servers, redis_server, workers: int = 3, **env):
     return servers("gevent", {"CAMERA": "redis", "REDIS_URL": redis_server.url,
                               "CAMERA_IDLE_TIMEOUT": "1", **env},
                    args=["--workers", str(workers)])
-
-
-def events(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def test_two_servers_with_three_workers_each_stream_one_camera(servers, redis_server,

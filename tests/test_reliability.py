@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import frame_number, wait_until
-from test_core import events, thread_count, worker_pid
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+from conftest import events, frame_number, rss_kib, silent_viewer, thread_count, wait_until
 
 
 # -- camera faults -------------------------------------------------------------------------
@@ -80,15 +72,6 @@ def test_stalled_driver_is_reported_and_blocks_nothing(servers, mode):
 
 # -- clients that misbehave ----------------------------------------------------------------
 
-def silent_viewer(port: int) -> socket.socket:
-    """A client that asks for the stream and then never reads a byte."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /video_feed HTTP/1.1\r\nHost: camera\r\n\r\n")
-    return sock
-
-
 def test_viewer_that_stops_reading_is_dropped_and_others_keep_full_rate(servers, mode):
     server = servers(mode, {"CAMERA": "counter", "COUNTER_FPS": "25", "COUNTER_PAD": "200000",
                             "STREAM_SEND_TIMEOUT": "1"})
@@ -109,10 +92,10 @@ def test_storm_of_short_viewers_leaves_one_capture_run_and_no_leaks(servers, tmp
     log = tmp_path / "events"
     server = servers("gevent", {"CAMERA": "counter", "COUNTER_FPS": "30",
                                 "DRIVER_EVENTS": str(log)})
-    pid = worker_pid(server)
+    pid = server.worker()
     with server.stream() as long_viewer:
         long_viewer.next_part()
-        threads_before, rss_before = thread_count(pid), rss_kib(pid)
+        threads_before, rss_before = thread_count(pid), rss_kib([pid])
         errors = []
 
         def churn(n: int) -> None:
@@ -138,7 +121,7 @@ def test_storm_of_short_viewers_leaves_one_capture_run_and_no_leaks(servers, tmp
         wait_until(lambda: server.status()["viewers"] == 1, timeout=5, message="one viewer")
         assert events(log) == ["start"]
         assert thread_count(pid) == threads_before
-        assert rss_kib(pid) - rss_before < 16 * 1024, "RSS grew by 16 MiB or more"
+        assert rss_kib([pid]) - rss_before < 16 * 1024, "RSS grew by 16 MiB or more"
 
 
 def test_max_clients_caps_streams_but_not_snapshots_or_status(servers):
@@ -191,6 +174,6 @@ def test_open_files_limit_is_lifted_so_viewers_are_not_capped_at_1024(servers):
     if limit and not shutil.which("prlimit"):
         pytest.skip("prlimit is not installed")
     server = servers("dev", {"CAMERA": "counter"}, wrap=limit)
-    limits = Path(f"/proc/{worker_pid(server)}/limits").read_text()
+    limits = Path(f"/proc/{server.worker()}/limits").read_text()
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
     assert line.split()[3] == (str(hard) if hard != resource.RLIM_INFINITY else str(1 << 20))
