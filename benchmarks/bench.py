@@ -7,9 +7,9 @@ the same way (give its stream `--url`), so figures can be compared in one run.
 `--redis` serves through the Redis frame bus instead: redis-server, the publisher and
 `--workers` CAMERA=redis workers, all on `--server-cpu` and all counted as the server.
 
-    python benchmarks/bench.py --viewers 100,400,800 --seconds 20
-    python benchmarks/bench.py --redis --workers 2 --server-cpu 0,1 --viewers 800,1200
-    python benchmarks/bench.py --server-cmd "gunicorn -k gevent app:app" \\
+    .venv/bin/python benchmarks/bench.py --viewers 100,400,800 --seconds 20
+    .venv/bin/python benchmarks/bench.py --redis --workers 2 --server-cpu 0,1 --viewers 800,1200
+    .venv/bin/python benchmarks/bench.py --server-cmd "gunicorn -k gevent app:app" \\
         --server-cwd ../flask-video-streaming --url http://127.0.0.1:8000/video_feed
 """
 

@@ -5,7 +5,7 @@ part boundaries with bytes.find (C speed), so any MJPEG server can be measured, 
 or without Content-Length. A part counts when the boundary after it arrives; when it
 carried an X-Timestamp, capture-to-receipt latency is sampled. Prints one JSON line.
 
-    python benchmarks/loadclient.py URL --viewers 400 --seconds 20
+    .venv/bin/python benchmarks/loadclient.py URL --viewers 400 --seconds 20
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Camera-side cost: the OpenCV driver passing an MJPEG source's JPEGs through versus
 decoding and re-encoding them (CPU per frame, in-process, no server).
 
-    python benchmarks/opencv_passthrough.py --size 1280x720 --frames 300
+    .venv/bin/python benchmarks/opencv_passthrough.py --size 1280x720 --frames 300
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Soak: run the server for N minutes under connection churn and print its memory,
 threads and file descriptors over time. Not part of the test run.
 
-    python benchmarks/soak.py --minutes 10 [--mode gevent|gthread] [--churn-rate 20]
+    .venv/bin/python benchmarks/soak.py --minutes 10 [--mode gevent|gthread] [--churn-rate 20]
 
 Long viewers stay connected throughout; around them, short viewers come and go (some
 mid-frame, some before the response), snapshots and status requests, page-reload
