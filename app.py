@@ -130,6 +130,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
             "snapshot": url_for("snapshot") if single else url_for("camera_snapshot",
                                                                   name=camera.name),
             "status": url_for("camera_status", name=camera.name),
+            "camera": url_for("camera_page", name=camera.name).rstrip("/"),
         }
         return render_template("index.html", camera=camera.name, urls=urls,
                                home=None if single else url_for("index"))

@@ -1,21 +1,26 @@
-// The viewer page: one stream per page, stopped while the page is hidden, figures from
-// /status, snapshot download, fullscreen and an embed snippet.
+// One camera's page: its stream (stopped while the page is hidden), figures from its
+// status, snapshot download, fullscreen, recording (a clip, an event) and its recordings,
+// played in the page or downloaded, and an embed snippet.
 "use strict";
 
 const script = document.currentScript;
 const statusUrl = script.dataset.status;
 const snapshotUrl = script.dataset.snapshot;
+const cameraUrl = script.dataset.camera;  // /camera/<name>: recording and recordings
 const img = document.getElementById("stream");
 const streamUrl = img.dataset.src;
 const $ = (id) => document.getElementById(id);
 // fetch() refuses URLs with credentials, and a page opened as http://user:pass@host/
 // resolves relative URLs to such URLs: resolve against the origin, which has none.
 const here = (path) => new URL(path, location.origin).href;
+let playing = null;  // the clip shown instead of the live stream
 
 // Browsers allow 6 connections per host: a hidden page gives its stream back.
 // Chrome closes a stream when the src changes, so dropping src closes it.
 function stopStream() { img.removeAttribute("src"); }
-function startStream() { img.src = `${streamUrl}?t=${Date.now()}`; }
+function startStream() {
+  img.src = playing ? `${playing.play}?t=${Date.now()}` : `${streamUrl}?t=${Date.now()}`;
+}
 
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) { stopStream(); } else { startStream(); poll(); }
@@ -23,19 +28,39 @@ document.addEventListener("visibilitychange", () => {
 
 let retry = null;
 img.addEventListener("error", () => {  // server restarting: try again shortly
-  if (document.hidden || !img.getAttribute("src")) return;
+  if (document.hidden || !img.getAttribute("src") || playing) return;
   clearTimeout(retry);
   retry = setTimeout(startStream, 2000);
 });
 
+function say(message) {
+  $("banner").hidden = !message;
+  $("banner").textContent = message || "";
+}
+
+function clock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+let recording = null;
 function show(status) {
   const down = status.error !== null;
-  $("state").textContent = down ? "camera unavailable" : (status.running ? "live" : "starting");
+  $("state").textContent = down ? "unavailable" : (status.running ? "live" : "starting");
   $("state").className = "state " + (down ? "down" : status.running ? "live" : "");
   $("fps").textContent = `${status.fps === null ? "–" : status.fps.toFixed(1)} fps`;
   $("viewers").textContent = `${status.viewers} viewer${status.viewers === 1 ? "" : "s"}`;
-  $("banner").hidden = !down;
-  $("banner").textContent = down ? `Camera unavailable: ${status.error}` : "";
+  if (!playing) say(down ? `Camera unavailable: ${status.error}` : "");
+  recording = status.recording || null;
+  const error = status.recorder && status.recorder.error;
+  $("rec").hidden = !recording && !error;
+  $("rec").className = "rec" + (error ? " failed" : "");
+  $("rec").textContent = error ? `Not recording: ${error}`
+    : recording ? `● ${recording.kind} ${clock(Date.now() / 1000 - recording.since)}` : "";
+  const manual = recording && recording.kind === "manual";
+  $("record").classList.toggle("on", !!manual);
+  $("record").title = manual ? "Stop the clip" : "Record a clip";
+  $("record").querySelector(".label").textContent = manual ? "Stop" : "Record";
 }
 
 async function poll() {
@@ -51,9 +76,23 @@ async function poll() {
 setInterval(poll, 2000);
 poll();
 
+// POST or DELETE; a refusal is shown in the banner.
+async function act(method, path) {
+  const response = await fetch(here(path), { method, cache: "no-store" });
+  if (!response.ok) say((await response.text()).trim());
+  else { poll(); if ($("recordings").open) listRecordings(); }
+  return response.ok;
+}
+
+$("record").addEventListener("click", () => {
+  const manual = recording && recording.kind === "manual";
+  act("POST", `${cameraUrl}/record${manual ? "/stop" : ""}`);
+});
+$("event").addEventListener("click", () => act("POST", `${cameraUrl}/event`));
+
 $("snapshot").addEventListener("click", async () => {
   const response = await fetch(here(`${snapshotUrl}?t=${Date.now()}`), { cache: "no-store" });
-  if (!response.ok) { alert(await response.text()); return; }
+  if (!response.ok) { say((await response.text()).trim()); return; }
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());
   const stamp = new Date().toISOString().replace(/[:T]/g, "-").slice(0, 19);
@@ -68,6 +107,67 @@ $("fullscreen").addEventListener("click", () => {
   if (document.fullscreenElement) document.exitFullscreen();
   else $("stage").requestFullscreen?.();
 });
+
+// -- recordings -------------------------------------------------------------------------
+
+function play(item) {
+  playing = item;
+  $("playing").hidden = false;
+  $("playing-name").textContent = `${item.kind} ${new Date(item.start * 1000).toLocaleString()}`;
+  say("");
+  startStream();
+}
+
+$("live").addEventListener("click", () => {
+  playing = null;
+  $("playing").hidden = true;
+  startStream();
+  poll();
+});
+
+function megabytes(bytes) { return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`; }
+
+async function listRecordings() {
+  let items = [];
+  try {
+    const response = await fetch(here(`${cameraUrl}/recordings?limit=100`), { cache: "no-store" });
+    if (response.ok) items = await response.json();
+  } catch (error) { return; }
+  const list = $("recordings-list");
+  list.replaceChildren(...items.map((item) => {
+    const row = document.createElement("li");
+    const when = new Date(item.start * 1000);
+    const text = document.createElement("span");
+    text.className = "what";
+    text.textContent = `${when.toLocaleDateString()} ${when.toLocaleTimeString()} · ${item.kind}` +
+      ` · ${item.duration === null ? "recording" : clock(item.duration)} · ${megabytes(item.bytes)}`;
+    const playButton = document.createElement("button");
+    playButton.type = "button";
+    playButton.textContent = "Play";
+    playButton.addEventListener("click", () => play(item));
+    const download = document.createElement("a");
+    download.href = item.download;
+    download.textContent = "Download";
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Delete";
+    remove.disabled = item.in_progress;
+    remove.addEventListener("click", () => {
+      if (confirm(`Delete ${item.file}?`)) act("DELETE", `${cameraUrl}/recordings/${item.file}`);
+    });
+    row.append(text, playButton, download, remove);
+    return row;
+  }));
+  $("recordings-empty").hidden = items.length > 0;
+}
+
+let listing = null;
+$("recordings").addEventListener("toggle", () => {
+  clearInterval(listing);
+  if ($("recordings").open) { listRecordings(); listing = setInterval(listRecordings, 10000); }
+});
+
+// -- embed ------------------------------------------------------------------------------
 
 const embed = $("embed-code");
 embed.value = `<img src="${location.origin}${streamUrl}" alt="Live camera">`;
