@@ -14,6 +14,7 @@ import gunicorn.util as _gunicorn_util
 
 import cameras as _cameras
 import config as _config
+import native as _native
 import server as _server
 
 try:
@@ -79,6 +80,7 @@ def post_worker_init(worker):
     """End streams at once when the worker is told to stop, then let gunicorn go on."""
     import signal
 
+    _native.native_logging_locks()  # gevent made them gevent locks: see native.py
     worker.log.error_log.addFilter(_quiet_send_timeouts)
     _server.redact_gunicorn_logs(worker.log)
 
