@@ -119,8 +119,8 @@ class Cameras(Mapping[str, BaseCamera]):
 
     def status(self, name: str) -> dict:
         """A camera's figures for /status, its variants' with them."""
-        camera, variants = self._by_name[name], self.variants[name]
-        return {**camera.status(), "viewers": camera.viewers + variants.viewers,
+        status, variants = self._by_name[name].status(), self.variants[name]
+        return {**status, "viewers": status["viewers"] + variants.viewers,
                 "variants": variants.status()}
 
     def close(self, wait: float = 2.0) -> None:
