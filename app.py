@@ -22,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import access
 import config
 import mjpeg
+import recordings_http
 import server
 import variants
 from base_camera import BaseCamera, CameraClosed
@@ -57,6 +58,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
                    cors_origins=settings.cors_allow_origins,
                    # several web workers share the login lockout through Redis
                    limiter_storage=settings.redis_url if settings.uses_redis else "memory://")
+    recordings_http.install(app, cameras.recorders)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -194,6 +196,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
         import camera_redis
 
         server.configure_logging(settings)
+        cameras.start()  # the publisher owns the cameras: it records
         camera_redis.publish(cameras)
 
     return app

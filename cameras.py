@@ -19,6 +19,7 @@ from pathlib import Path
 import base_camera
 import config
 from base_camera import BaseCamera
+from recording import Recorders
 from variants import Variants
 
 HERE = Path(__file__).resolve().parent
@@ -79,19 +80,28 @@ def build(settings: config.CameraSettings) -> BaseCamera:
 
 
 class Cameras(Mapping[str, BaseCamera]):
-    """The cameras by name, in the order the user listed them, with their size variants.
+    """The cameras by name, in the order the user listed them, with their size variants
+    and recorders: everything a camera's frames feed, started and stopped in one place.
 
     Build it in the thread that serves requests (under gevent, the event loop's): the
     frame buffers made here wake their viewers through that thread's hub.
     """
 
-    def __init__(self, cameras: list[BaseCamera]) -> None:
+    def __init__(self, cameras: list[BaseCamera], recordings_dir: str = "recordings",
+                 records: bool = True) -> None:
         self._by_name = {camera.name: camera for camera in cameras}
         self.variants = {camera.name: Variants(camera) for camera in cameras}
+        # `records`: this process owns the cameras (not a CAMERA=redis web worker).
+        self.recorders = Recorders(self, recordings_dir, active=records)
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:
-        return cls([build(camera) for camera in settings.cameras])
+        return cls([build(camera) for camera in settings.cameras], settings.recordings_dir,
+                   records=not settings.uses_redis)
+
+    def start(self) -> None:
+        """Start what runs without viewers: continuous and event recording, timelapse."""
+        self.recorders.start()
 
     def __getitem__(self, name: str) -> BaseCamera:
         return self._by_name[name]
@@ -121,13 +131,16 @@ class Cameras(Mapping[str, BaseCamera]):
         """A camera's figures for /status, its variants' with them."""
         status, variants = self._by_name[name].status(), self.variants[name]
         return {**status, "viewers": status["viewers"] + variants.viewers,
-                "variants": variants.status()}
+                "variants": variants.status(), **self.recorders[name].status()}
 
     def close(self, wait: float = 2.0) -> None:
-        """Stop every camera: first all at once, then wait for their drivers together."""
+        """Shut down: finish the open recordings, end every stream and stop every camera,
+        all at once first, then waiting up to `wait` seconds for files and drivers."""
+        self.recorders.close(wait=0)  # finish the files while their cameras still run
         for name, camera in self._by_name.items():
             self.variants[name].close()
             camera.close(wait=0)
         deadline = time.monotonic() + wait
         for camera in self._by_name.values():
             camera.close(wait=max(0.01, deadline - time.monotonic()))
+        self.recorders.close(wait=max(0.01, deadline - time.monotonic()))

@@ -83,6 +83,7 @@ def post_worker_init(worker):
     _native.native_logging_locks()  # gevent made them gevent locks: see native.py
     worker.log.error_log.addFilter(_quiet_send_timeouts)
     _server.redact_gunicorn_logs(worker.log)
+    _server.start(getattr(worker, "wsgi", None))  # recording runs from boot, with no viewer
 
     def closing(handler):
         def handle(signum, frame):

@@ -104,6 +104,13 @@ def warn_without_gunicorn_conf() -> None:
             "'gunicorn --config %s app:app' (or 'python app.py')", CONF)
 
 
+def start(app) -> None:
+    """Start what the app runs without viewers (recording), once the worker serves."""
+    cameras = getattr(app, "extensions", {}).get("cameras")
+    if cameras is not None:
+        cameras.start()
+
+
 def shutdown(app, wait: float) -> None:
     """Stop everything the app started: recordings are finished, streams end and the
     drivers release their devices (waiting up to `wait` seconds for them)."""
