@@ -10,7 +10,9 @@ whose first segment is a comment carrying the capture time, so any Redis client 
 it and the web workers keep the true capture time. It keeps the newest frame under
 `<channel>:latest` for snapshots, and the camera's status under `<channel>:state`. Web
 workers report their viewer counts under `<channel>:viewers`, so every worker's /status
-shows the camera's true figures. A frame crosses Redis once per web worker, not once per
+shows the camera's true figures. The publisher also records (it owns the cameras): web
+workers pass record, stop and event requests to it on `<channel>:control` and wait for
+its answer. A frame crosses Redis once per web worker, not once per
 viewer: each worker fans frames out to its own viewers.
 """
 
@@ -23,6 +25,7 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import redis
@@ -30,6 +33,7 @@ import redis
 import config
 from base_camera import BaseCamera, CameraError, Frame
 from jpeg import split_comment, with_comment
+from recording import RecordingError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ LATEST_TTL_MS = 5000  # a snapshot from the key is at most this old
 STATE_TTL_S = 5  # the publisher's status of a camera, refreshed every POLL
 VIEWERS_TTL = 5.0  # a worker's viewer count counts this long after it was reported
 POLL = 0.5  # seconds between subscriber counts in the publisher
+ANSWER_TIMEOUT = 5  # seconds a web worker waits for the publisher to answer a command
 TIME_TAG = b"capture-time="
 
 
@@ -104,6 +109,27 @@ class Camera(BaseCamera):
             return Frame(data, timestamp or time.time(), 0)
         return super().snapshot(timeout)
 
+    def forward(self, camera: str, command: str, args: dict) -> dict:
+        """A recording command ("record", "stop", "event") for the publisher, which owns
+        the camera: sent on the camera's control channel; its answer is returned."""
+        channel = self.settings.channel
+        answer_key = f"{channel}:answer:{uuid.uuid4().hex}"
+        try:
+            listening = self._redis.publish(f"{channel}:control", json.dumps(
+                {"command": command, "args": args, "answer": answer_key}))
+            if not listening:
+                raise RecordingError(f"no publisher is running for camera {camera!r}: "
+                                     "recording is done by 'flask --app app publish'")
+            answer = self._redis.blpop([answer_key], timeout=ANSWER_TIMEOUT)
+        except redis.RedisError as exc:
+            raise RecordingError(f"Redis at {self.settings.redis_url}: {exc}") from None
+        if answer is None:
+            raise RecordingError(f"the publisher did not answer within {ANSWER_TIMEOUT} s")
+        answer = json.loads(answer[1])
+        if "error" in answer:
+            raise RecordingError(answer["error"])
+        return answer["result"]
+
     def status(self) -> dict:
         """The publisher's figures for the camera, with the viewers of every worker."""
         status = super().status()
@@ -126,7 +152,7 @@ class Camera(BaseCamera):
         if state:
             status.update({k: v for k, v in json.loads(state).items()
                            if k in ("running", "fps", "frame_size", "frame_bytes", "error",
-                                    "frames_captured", "stuck")})
+                                    "frames_captured", "stuck", "recording", "recorder")})
         status["viewers"] = self.viewers + viewers
         return status
 
@@ -142,6 +168,8 @@ def publish(cameras) -> None:
         signal.signal(signum, lambda *_: stop.set())
     client = _client(settings)
     forwarders = [_Forwarder(camera, client, stop) for camera in cameras.values()]
+    threading.Thread(target=_answer_commands, args=(cameras, settings, stop), daemon=True,
+                     name="recording-commands").start()
     channels = [camera.settings.channel for camera in cameras.values()]
     log.info("publishing %s to %s on %s",
              ", ".join(f"{c.name} ({type(c).__module__})" for c in cameras.values()),
@@ -155,7 +183,7 @@ def publish(cameras) -> None:
                 for forwarder in forwarders:
                     forwarder.watch(watching.get(forwarder.channel.encode(), 0))
                     pipe.set(f"{forwarder.channel}:state",
-                             json.dumps(forwarder.camera.status()), ex=STATE_TTL_S)
+                             json.dumps(cameras.status(forwarder.camera.name)), ex=STATE_TTL_S)
                 pipe.execute()
                 backoff = 0.5
                 stop.wait(POLL)
@@ -170,6 +198,38 @@ def publish(cameras) -> None:
             forwarder.watch(0)
         cameras.close()
         log.info("publisher stopped")
+
+
+def _answer_commands(cameras, settings, stop: threading.Event) -> None:
+    """The publisher's side of `Camera.forward`: run each recording command a web worker
+    sends and push the answer where it waits for it."""
+    control = {f"{camera.settings.channel}:control": name for name, camera in cameras.items()}
+    while not stop.is_set():
+        client = _client(settings)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(*control)
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=POLL)
+                if message is None or message["type"] != "message":
+                    continue
+                request = json.loads(message["data"])
+                try:
+                    answer = {"result": cameras.recorders.command(
+                        control[message["channel"].decode()], request["command"],
+                        request.get("args"))}
+                except (RecordingError, ValueError, KeyError) as exc:
+                    answer = {"error": str(exc)}
+                pipe = client.pipeline(transaction=False)
+                pipe.rpush(request["answer"], json.dumps(answer))
+                pipe.expire(request["answer"], ANSWER_TIMEOUT * 2)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.debug("recording commands: Redis: %s", exc)
+            stop.wait(1.0)  # the main loop logs Redis outages; reconnect quietly
+        finally:
+            pubsub.close()
+            client.close()
 
 
 class _Forwarder:

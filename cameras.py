@@ -93,6 +93,10 @@ class Cameras(Mapping[str, BaseCamera]):
         self.variants = {camera.name: Variants(camera) for camera in cameras}
         # `records`: this process owns the cameras (not a CAMERA=redis web worker).
         self.recorders = Recorders(self, recordings_dir, active=records)
+        for name, camera in self._by_name.items():
+            forward = getattr(camera, "forward", None)  # CAMERA=redis: the publisher records
+            if forward is not None:
+                self.recorders[name].forward = forward
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -218,3 +219,26 @@ def test_every_camera_of_a_file_through_redis_with_viewers_summed_over_workers(
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_web_workers_pass_recording_commands_to_the_publisher_which_records(
+        servers, redis_server, publishers, tmp_path):
+    recordings = tmp_path / "recordings"
+    server = web(servers, redis_server, workers=2, RECORDINGS_DIR=str(recordings))
+    code, _, body = server.get("/camera/camera/event", method="POST")
+    assert code == 503 and b"no publisher is running" in body
+    publishers(RECORDINGS_DIR=str(recordings), COUNTER_FPS="20", RECORD_POST_EVENT="1",
+               RECORD_PRE_EVENT="0")
+    code = wait_until(lambda: (c := server.get("/camera/camera/event", method="POST")[0])
+                      != 503 and c, timeout=10, message="the publisher listens")
+    assert code == 202
+    # Whichever worker answers, /status shows the publisher's recording.
+    wait_until(lambda: (server.status().get("recording") or {}).get("kind") == "event",
+               timeout=10, message="the event clip in /status")
+    code, _, body = server.get("/camera/camera/record?seconds=1", method="POST")
+    assert code == 202, body
+    listing = wait_until(lambda: (items := json.loads(server.get(
+        "/camera/camera/recordings")[2])) and not items[0]["in_progress"] and items,
+        timeout=15, message="a finished clip listed")
+    assert listing[0]["frames"] > 10 and listing[0]["kind"] in ("event", "manual")
+    assert (recordings / "camera").is_dir()
