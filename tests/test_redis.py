@@ -227,7 +227,7 @@ def test_web_workers_pass_recording_commands_to_the_publisher_which_records(
     server = web(servers, redis_server, workers=2, RECORDINGS_DIR=str(recordings))
     code, _, body = server.get("/camera/camera/event", method="POST")
     assert code == 503 and b"no publisher is running" in body
-    publishers(RECORDINGS_DIR=str(recordings), COUNTER_FPS="20", RECORD_POST_EVENT="1",
+    publishers(RECORDINGS_DIR=str(recordings), COUNTER_FPS="20", RECORD_POST_EVENT="3",
                RECORD_PRE_EVENT="0")
     code = wait_until(lambda: (c := server.get("/camera/camera/event", method="POST")[0])
                       != 503 and c, timeout=10, message="the publisher listens")
