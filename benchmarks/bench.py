@@ -29,45 +29,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants."""
-    pids, i = [pid], 0
-    while i < len(pids):
-        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
-            children = (task / "children").read_text().split() if (task / "children").exists() else []
-            pids.extend(int(c) for c in children)
-        i += 1
-    return pids
+sys.path.insert(0, str(ROOT / "tests"))
+from serverkit import cpu_seconds, free_port, rss_kib, tree  # noqa: E402
 
 
 def all_pids(procs: list[subprocess.Popen]) -> list[int]:
+    """Every process of the server: each started one and its descendants."""
     return [pid for proc in procs for pid in tree(proc.pid)]
-
-
-def cpu_seconds(procs: list[subprocess.Popen]) -> float:
-    total = 0
-    for p in all_pids(procs):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total / TICK
-
-
-def rss_kib(procs: list[subprocess.Popen]) -> int:
-    total = 0
-    for p in all_pids(procs):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -81,12 +49,6 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
         except OSError:
             time.sleep(0.1)
     sys.exit("the server did not start listening")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(args) -> tuple[list[subprocess.Popen], str]:
@@ -137,16 +99,16 @@ def measure(args, procs, url: str, viewers: int) -> dict:
     """Run the load client; sample server CPU and memory over its measuring window."""
     with urllib.request.urlopen(url.replace("/video_feed", "/snapshot.jpg"), timeout=10) as r:
         r.read()  # camera running, worker warm
-    rss_before = rss_kib(procs)
+    rss_before = rss_kib(all_pids(procs))
     client = subprocess.Popen([sys.executable, str(HERE / "loadclient.py"), url,
                                "--viewers", str(viewers), "--seconds", str(args.seconds),
                                "--warmup", str(args.warmup), "--cpu", str(args.client_cpu)],
                               stdout=subprocess.PIPE, text=True)
     time.sleep(args.warmup)
-    cpu0, t0 = cpu_seconds(procs), time.monotonic()
+    cpu0, t0 = cpu_seconds(all_pids(procs)), time.monotonic()
     time.sleep(args.seconds * 0.9)
-    cpu1, t1 = cpu_seconds(procs), time.monotonic()
-    rss_during = rss_kib(procs)
+    cpu1, t1 = cpu_seconds(all_pids(procs)), time.monotonic()
+    rss_during = rss_kib(all_pids(procs))
     result = json.loads(client.communicate(timeout=args.seconds + 60)[0])
     cpu = (cpu1 - cpu0) / (t1 - t0)
     delivered = result["frames"] / args.seconds
@@ -161,9 +123,9 @@ def measure(args, procs, url: str, viewers: int) -> dict:
 def idle_cpu(procs, seconds: float) -> float:
     """Server CPU % with no viewers, after the camera's idle timeout."""
     time.sleep(4)  # CAMERA_IDLE_TIMEOUT=2 and a watchdog tick
-    cpu0 = cpu_seconds(procs)
+    cpu0 = cpu_seconds(all_pids(procs))
     time.sleep(seconds)
-    return round(100 * (cpu_seconds(procs) - cpu0) / seconds, 2)
+    return round(100 * (cpu_seconds(all_pids(procs)) - cpu0) / seconds, 2)
 
 
 def main() -> None:

@@ -39,24 +39,6 @@ import bench  # noqa: E402
 SCENARIOS = [("1 viewer", False, 1), ("1 viewer + recording", True, 1), ("4 viewers", False, 4)]
 
 
-def cpu_seconds(procs) -> float:
-    """The server's CPU time to the nanosecond (/proc/<pid>/task/*/schedstat), instead of
-    the clock ticks of /proc/<pid>/stat: one viewer at 30 fps costs about 1 ms a second,
-    a tenth of a tick."""
-    total = 0
-    for pid in bench.all_pids(procs):
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                pass
-    return total / 1e9
-
-
-if Path("/proc/self/schedstat").exists():
-    bench.cpu_seconds = cpu_seconds
-
-
 def request(url: str, method: str = "GET") -> dict:
     with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as r:
         return json.loads(r.read())

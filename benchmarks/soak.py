@@ -13,52 +13,21 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DRIVERS = ROOT / "tests" / "drivers"
-
-
-def worker_pid(master: int) -> int:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return int(children[0]) if children else master
-
-
-def open_files(pid: int) -> dict[str, str]:
-    """fd -> what it is (socket, pipe, anon_inode:[eventpoll], a path)."""
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return out
-
-
-def status_of(port: int) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/status")
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from serverkit import fd_count, open_files, rss_kib, silent_viewer, start_server, thread_count  # noqa: E402
 
 
 def figures(pid: int) -> tuple[float, int, int]:
     """RSS MiB, threads, open file descriptors of `pid`."""
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text()
-               .splitlines() if line.startswith("VmRSS:"))
-    return rss / 1024, len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+    return rss_kib([pid]) / 1024, thread_count(pid), fd_count(pid)
 
 
 class Load:
@@ -90,10 +59,7 @@ class Load:
                 got += len(chunk)
 
     def silent_viewer(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", self.port))
-        sock.sendall(b"GET /video_feed HTTP/1.1\r\nHost: soak\r\n\r\n")
+        sock = silent_viewer(self.port)
         self.stop.wait(15)  # never reads: the server must drop it by itself
         sock.close()
 
@@ -128,29 +94,23 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10, help="seconds between lines")
     args = parser.parse_args()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    events = Path(tempfile.mkdtemp()) / "events"
-    env = {**os.environ, "CAMERA": "counter", "COUNTER_FPS": "30", "COUNTER_PAD": "40000",
-           "HOST": "127.0.0.1", "PORT": str(port), "STREAM_SEND_TIMEOUT": "5",
-           "CAMERA_IDLE_TIMEOUT": "3", "DRIVER_EVENTS": str(events), "LOG_LEVEL": "WARNING",
-           "PYTHONPATH": os.pathsep.join([str(DRIVERS), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "gunicorn", "app:app"]
-    if args.mode == "gthread":
-        command[3:3] = ["-k", "gthread", "--threads", "64"]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = Path(tempfile.mkdtemp())
+    events = folder / "events"
+    server = start_server(args.mode, folder, {
+        "CAMERA": "counter", "COUNTER_FPS": "30", "COUNTER_PAD": "40000",
+        "STREAM_SEND_TIMEOUT": "5", "CAMERA_IDLE_TIMEOUT": "3", "DRIVER_EVENTS": str(events),
+        "LOG_LEVEL": "WARNING"})
+    port = server.port
     try:
         # The master listens before its worker has booted: wait for an answer, so the
         # "before" figures include the worker's own start-up files.
         for _ in range(100):
             try:
-                status_of(port)
+                server.status()
                 break
             except OSError:
                 time.sleep(0.1)
-        pid = worker_pid(server.pid)
+        pid = server.worker()
         idle, idle_files = figures(pid), open_files(pid)
         stop = threading.Event()
         load = Load(port, stop)
@@ -176,7 +136,7 @@ def main() -> None:
         started, rows = time.monotonic(), []
         while time.monotonic() < deadline:
             time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-            status = status_of(port)
+            status = server.status()
             row = figures(pid)
             rows.append(row)
             print(f"{time.monotonic() - started:6.0f}s  {row[0]:7.1f}  {row[1]:7d}  {row[2]:3d}"
@@ -189,7 +149,7 @@ def main() -> None:
             response.close()
         idle_deadline = time.monotonic() + 30
         while time.monotonic() < idle_deadline:  # viewers gone, idle timeout passed
-            status = status_of(port)
+            status = server.status()
             if status["viewers"] == 0 and not status["running"]:
                 break
             time.sleep(0.5)
@@ -209,8 +169,7 @@ def main() -> None:
         if extra:
             print("open since before the soak:", ", ".join(sorted(extra.values())))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(15)
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -253,15 +253,21 @@ def worker_pid(master: int) -> int:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes so far."""
-    total = 0
+    """CPU seconds of these processes so far: to the nanosecond from each thread's
+    schedstat where the kernel keeps it (one viewer at 30 fps costs about 1 ms a second,
+    a tenth of a clock tick), else user + system ticks from stat."""
+    total = 0.0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        except OSError:
-            pass
-    return total / TICK
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+            total += sum(int((t / "schedstat").read_text().split()[0]) for t in tasks) / 1e9
+        except (OSError, IndexError, ValueError):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+            except OSError:
+                pass
+    return total
 
 
 def rss_kib(pids: list[int]) -> int:
