@@ -3,7 +3,8 @@
 (a) In-process, pinned to one CPU: CPU per frame to make each ladder width from one
     camera JPEG (decode + resize + encode), with libjpeg's reduced decoding and without,
     medians of several runs; and three widths made from one shared decode.
-(b) The server (gunicorn, one gevent worker, CAMERA=bench_hd: 1280x720 at 30 fps) pinned
+(b) The server (gunicorn, one gevent worker, CAMERA=hd: tests/drivers/camera_hd.py,
+    camera-like noisy 1280x720 pictures of about 109 KB, at 30 fps) pinned
     to CPU 0, the load client on CPU 1 as bench.py does: server CPU for one full-size
     viewer, then 1 and 50 viewers of the 320-wide variant (its encode is made once per
     frame and shared, so 50 must cost less than 2x one).
@@ -25,13 +26,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(HERE)]
+DRIVERS = ROOT / "tests" / "drivers"
+sys.path[:0] = [str(ROOT), str(HERE), str(DRIVERS)]
 
-import bench
-import camera_bench_hd
-
-import variants
-from jpeg import jpeg_size
+import bench  # noqa: E402
+import camera_hd  # noqa: E402
+import variants  # noqa: E402
+from jpeg import jpeg_size  # noqa: E402
 
 SOURCE = (1280, 720)
 
@@ -49,7 +50,7 @@ def cost_per_frame(frames: list[bytes], targets, reduced: bool, count: int) -> t
 
 def part_a(args) -> None:
     os.sched_setaffinity(0, {args.cpu})
-    frames = camera_bench_hd.make_frames(*SOURCE)
+    frames = list(camera_hd.pictures(*SOURCE))
     print(f"## (a) CPU ms per frame to make a variant from a {SOURCE[0]}x{SOURCE[1]} JPEG "
           f"({statistics.mean(map(len, frames)) / 1000:.0f} KB, quality 80), quality 80, "
           f"one CPU ({args.cpu}); median of {args.runs} runs of {args.frames} frames\n")
@@ -90,11 +91,11 @@ def part_a(args) -> None:
 # -- (b) server CPU, 1 vs 50 viewers ----------------------------------------------------
 
 def part_b(args) -> None:
-    env = {**os.environ, "CAMERA": "bench_hd", "CAMERA_FPS": str(args.fps),
+    env = {**os.environ, "CAMERA": "hd", "CAMERA_FPS": str(args.fps),
            "CAMERA_IDLE_TIMEOUT": "2", "LOG_LEVEL": "WARNING"}
     port = bench.free_port()
     env.update({"HOST": "127.0.0.1", "PORT": str(port),
-                "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])})
+                "PYTHONPATH": os.pathsep.join([str(DRIVERS), os.environ.get("PYTHONPATH", "")])})
     cpus = {args.server_cpu}
     import subprocess
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "app:app"], cwd=ROOT, env=env,
@@ -110,7 +111,7 @@ def part_b(args) -> None:
         if size != (320, 180):
             sys.exit(f"/snapshot.jpg?width=320 gave a {size} picture: app.py does not serve "
                      "?width= yet (see variants.py)")
-        print(f"## (b) server: gunicorn app:app (gevent, CAMERA=bench_hd {SOURCE[0]}x{SOURCE[1]} "
+        print(f"## (b) server: gunicorn app:app (gevent, CAMERA=hd {SOURCE[0]}x{SOURCE[1]} "
               f"at {args.fps:g} fps) on CPU {args.server_cpu}; load client on CPU "
               f"{args.client_cpu}; {args.seconds:g} s per row\n")
         print("| stream | viewers | server CPU | fps min / median | latency p50 / p99 ms "

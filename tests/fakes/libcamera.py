@@ -21,25 +21,19 @@ from __future__ import annotations
 
 import enum
 import errno
-import importlib
 import os
 import weakref
 from dataclasses import dataclass
 
+from native import original  # the project's: the stdlib's own, after gevent's patch
+
 BUFFERS = 6  # picamera2's default buffer_count for video (picamera2.py:888)
 
 
-def _original(module: str, name: str):
-    try:
-        from gevent import monkey
-    except ImportError:
-        return getattr(importlib.import_module(module), name)
-    return monkey.get_original(module, name)
-
-
-_start_thread = _original("_thread", "start_new_thread")
-_new_lock = _original("_thread", "allocate_lock")
-_monotonic = _original("time", "monotonic")
+# The real libcamera's threads are C threads: native, whatever gevent patched.
+_start_thread = original("_thread", "start_new_thread")
+_new_lock = original("_thread", "allocate_lock")
+_monotonic = original("time", "monotonic")
 
 
 def numbers(variable: str) -> set[int]:
