@@ -227,7 +227,7 @@ class _Player:
             self.fanout.release()
 
     def _run(self) -> None:
-        av = recording.av
+        av = recording.load_av()  # imported by the request (play) already
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]

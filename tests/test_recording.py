@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(DRIVERS)]
 
 import access  # noqa: E402
 import cameras  # noqa: E402
+import clip_file  # noqa: E402
 import config  # noqa: E402
 import recording  # noqa: E402
 import recordings_http  # noqa: E402
@@ -65,53 +65,36 @@ def packets(path: Path) -> list[tuple[float, bytes]]:
                 for p in container.demux(stream) if p.size]
 
 
-def elements(data: bytes, start: int = 0, end: int | None = None):
-    """(id, offset, size or None for "unknown", data offset) of the EBML elements in
-    data[start:end], read by the spec, not by FFmpeg."""
-    pos, end = start, len(data) if end is None else end
-    while pos < end:
-        length = 8 - data[pos].bit_length() + 1
-        eid = data[pos:pos + length]
-        at = pos + length
-        width = 8 - data[at].bit_length() + 1
-        size = int.from_bytes(data[at:at + width], "big") & ((1 << (7 * width)) - 1)
-        unknown = size == (1 << (7 * width)) - 1
-        yield eid, pos, None if unknown else size, at + width
-        if unknown:
-            return
-        pos = at + width + size
-
-
-def check_matroska(path: Path, frames: int, duration: float) -> None:
-    """A finished file's structure: sizes, SeekHead, Duration, clusters and their cues."""
-    data = path.read_bytes()
-    (ebml, _, _, _), (segment, _, size, body) = list(elements(data))
-    assert ebml == b"\x1a\x45\xdf\xa3" and segment == b"\x18\x53\x80\x67"
-    assert size == len(data) - body  # the Segment's size was patched
-    children = list(elements(data, body, body + size))
-    names = {b"\x11\x4d\x9b\x74": "SeekHead", b"\xec": "Void", b"\x15\x49\xa9\x66": "Info",
-             b"\x16\x54\xae\x6b": "Tracks", b"\x12\x54\xc3\x67": "Tags",
-             b"\x1f\x43\xb6\x75": "Cluster", b"\x1c\x53\xbb\x6b": "Cues"}
-    order = [names[eid] for eid, _, _, _ in children]
-    clusters = order.count("Cluster")
-    assert order == ["SeekHead", "Void", "Info", "Tracks", "Tags"] + ["Cluster"] * clusters \
-        + ["Cues"]
-    assert all(size is not None for _, _, size, _ in children)  # every Cluster sized
-    at = {names[eid]: offset - body for eid, offset, _, _ in children}
-    seekhead = children[0]
-    for seek in elements(data, seekhead[3], seekhead[3] + seekhead[2]):
-        (_, _, _, id_at), (_, _, _, pos_at) = list(elements(data, seek[3], seek[3] + seek[2]))
-        target = names[data[id_at:id_at + 4]]
-        assert int.from_bytes(data[pos_at:pos_at + 8], "big") == at[target], target
-    info = children[2]
-    [(_, _, _, value)] = [e for e in elements(data, info[3], info[3] + info[2])
-                          if e[0] == b"\x44\x89"]
-    assert struct.unpack(">d", data[value:value + 8])[0] == pytest.approx(duration * 1000, abs=1)
-    cues = children[-1]
-    assert len(list(elements(data, cues[3], cues[3] + cues[2]))) == clusters
-    blocks = sum(1 for c in children if names[c[0]] == "Cluster"
-                 for e in elements(data, c[3], c[3] + c[2]) if e[0] == b"\xa3")
-    assert blocks == frames
+def check_file(path: Path, frames: int, start: float, duration: float, kind: str,
+               camera: str = "cam") -> None:
+    """A finished file as ffprobe and PyAV read it: the camera's JPEGs on one mjpeg
+    stream (size and pixel format from the JPEGs, 1 ms timestamps), the tags, the
+    creation time of its first frame, the duration, and a seek index."""
+    out = subprocess.run(
+        [need_tool("ffprobe"), "-v", "error", "-show_entries",
+         "format=duration,format_name:format_tags:stream=codec_name,width,height,pix_fmt,"
+         "time_base", "-of", "json", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    data = json.loads(out.stdout)
+    [stream] = data["streams"]
+    assert (stream["codec_name"], stream["width"], stream["height"], stream["pix_fmt"],
+            stream["time_base"]) == ("mjpeg", 640, 480, "yuvj420p", "1/1000")
+    assert data["format"]["format_name"] == "matroska,webm"
+    assert float(data["format"]["duration"]) == pytest.approx(duration, abs=0.001)
+    tags = data["format"]["tags"]
+    assert tags["KIND"] == kind and tags["CAMERA"] == camera
+    assert tags["title"].startswith(f"{camera} {kind} ")
+    recorded = packets(path)
+    assert len(recorded) == frames
+    av = recording.load_av()
+    with av.open(str(path)) as container:
+        assert recording.created(container) == pytest.approx(start, abs=0.001)
+        # Seekable (the Cues): a seek lands on the frame asked for.
+        stream = container.streams.video[0]
+        middle = recorded[len(recorded) // 2][0]
+        container.seek(round(middle * 1000), stream=stream)
+        packet = next(p for p in container.demux(stream) if p.size)
+        assert float(packet.pts * stream.time_base) == pytest.approx(middle, abs=0.001)
 
 
 def numbers(path: Path) -> list[int]:
@@ -213,7 +196,7 @@ def test_continuous_recording_has_every_frame_at_its_capture_time_byte_identical
     assert entry.kind == "continuous" and entry.frames == len(nums)
     assert entry.end - entry.start == pytest.approx(probe["duration"], abs=0.002)
     assert probe["tags"].get("KIND") == "continuous"
-    check_matroska(path, len(nums), probe["duration"])
+    check_file(path, len(nums), entry.start, probe["duration"], "continuous")
 
 
 def test_segments_cut_without_losing_or_repeating_a_frame(rig):
@@ -440,7 +423,7 @@ def test_unwritable_folder_is_reported_and_leaves_nothing(rig, tmp_path, monkeyp
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(r.root))
 
-    monkeypatch.setattr(recording.Path, "mkdir", refuse)
+    monkeypatch.setattr(Path, "mkdir", refuse)
     r.recorder.start()
     wait_until(lambda: r.status()["recorder"]["error"], timeout=5)
     assert "permission denied" in r.status()["recorder"]["error"]
@@ -452,13 +435,13 @@ def test_a_stalled_disk_drops_recording_frames_never_a_viewers(rig, monkeypatch)
     r = rig(record="continuous", segment=60)
     r.recorder.queue_frames = 5
     stall = threading.Event()
-    real_write = recording._write_all
+    real_write = clip_file._write_all
 
     def slow_write(fd, buffers):  # a disk that blocks every write until it is back
         stall.wait(10)
         return real_write(fd, buffers)
 
-    monkeypatch.setattr(recording, "_write_all", slow_write)
+    monkeypatch.setattr(clip_file, "_write_all", slow_write)
     stream, viewer = collect(r.camera, 1.5)
     r.recorder.start()
     viewer.join()

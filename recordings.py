@@ -1,0 +1,386 @@
+"""A camera's recordings on disk: what files are called and where they go, the day
+folders' index, listing, strict path checks, deleting, retention, and timelapse stills.
+
+    <root>/<camera>/<YYYY-MM-DD>/<camera>-<YYYYmmdd-HHMMSS>[-event|-manual][-N].mkv
+    <root>/<camera>/<YYYY-MM-DD>/index.jsonl
+    <root>/<camera>/timelapse/<YYYY-MM-DD>/<HHMMSS>.jpg
+
+Times are local, of a file's first frame, so names sort in time order; continuous files
+carry no suffix, and "-2".. is added only on a clash. index.jsonl has one line per
+finished file (start, end, frames, bytes, kind), so listing opens no file; files without
+a line (cut by a crash or a power loss) are read once with PyAV (`clip_file.probe`).
+
+Only names that the recorder makes are ever served or deleted (`file_pattern`), and only
+as regular files inside the camera's own folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clip_file import RecordingError, probe
+
+if TYPE_CHECKING:
+    from clip_file import ClipFile
+
+log = logging.getLogger("recording")
+
+INDEX = "index.jsonl"
+TIMELAPSE = "timelapse"
+DAY = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+STILL = re.compile(r"(\d{2})(\d{2})(\d{2})\.jpg")
+
+
+def file_pattern(camera: str) -> re.Pattern:
+    """The names a camera's recorder makes: nothing else is ever served or deleted."""
+    return re.compile(re.escape(camera) + r"-(\d{8})-(\d{6})(?:-(event|manual))?"
+                      r"(?:-([2-9]|[1-9]\d{1,2}))?\.mkv")
+
+
+def timelapse_video_name(camera: str, day: str) -> str:
+    return f"{camera}-timelapse-{day.replace('-', '')}.mkv"
+
+
+def valid_day(day: str) -> bool:
+    if not DAY.fullmatch(day):
+        return False
+    try:
+        datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def _name_time(match: re.Match) -> float | None:
+    try:
+        return datetime.strptime(match[1] + match[2], "%Y%m%d%H%M%S").timestamp()
+    except ValueError:
+        return None
+
+
+def _kind_of(match: re.Match) -> str:
+    return match[3] or "continuous"
+
+
+@dataclass
+class Recording:
+    """One file as the listing shows it."""
+
+    file: str
+    path: Path
+    kind: str
+    start: float
+    end: float | None
+    frames: int | None
+    bytes: int
+    in_progress: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.file, "kind": self.kind,
+            "start": round(self.start, 3),
+            "end": None if self.end is None else round(self.end, 3),
+            "duration": None if self.end is None else round(self.end - self.start, 3),
+            "frames": self.frames, "bytes": self.bytes, "in_progress": self.in_progress,
+        }
+
+
+class CameraFolder:
+    """<root>/<camera>: where the recorder's writer puts files (`new_path`, `add_to_index`,
+    `write_still`) and what requests list, check and delete. `open_clip` arguments are
+    the file being written, if any: listed as in progress, never deleted."""
+
+    def __init__(self, root: Path | str, camera: str) -> None:
+        self.name = camera
+        self.dir = Path(root) / camera
+        self._probed: dict[tuple, tuple] = {}  # (path, size, mtime) -> probe()
+        self._summaries: dict[Path, tuple] = {}  # day folder -> (its mtime, _summary())
+
+    # -- writing (the recorder's writer thread) -------------------------------------------
+
+    def new_path(self, kind: str, ts: float) -> Path:
+        """A free name for a file of `kind` whose first frame was captured at `ts`; its
+        day folder is made."""
+        local = time.localtime(ts)
+        day = self.dir / time.strftime("%Y-%m-%d", local)
+        day.mkdir(parents=True, exist_ok=True)
+        stem = f"{self.name}-{time.strftime('%Y%m%d-%H%M%S', local)}"
+        stem += "" if kind == "continuous" else f"-{kind}"
+        for n in range(1, 1000):
+            path = day / (f"{stem}.mkv" if n == 1 else f"{stem}-{n}.mkv")
+            if not path.exists():
+                return path
+        raise OSError(errno.EEXIST, "too many recordings in one second", str(day))
+
+    def add_to_index(self, clip: ClipFile) -> None:
+        """Append a finished file's line to its day's index.jsonl (OSError if not)."""
+        entry = {"file": clip.path.name, "kind": clip.kind, "start": round(clip.start, 3),
+                 "end": round(clip.end, 3), "frames": clip.frames, "bytes": clip.size}
+        with open(clip.path.parent / INDEX, "a", encoding="utf-8") as index:
+            index.write(json.dumps(entry) + "\n")
+
+    def write_still(self, ts: float, data: bytes) -> bool:
+        """Save a timelapse still captured at `ts`; False if that second has one already.
+        OSError if it cannot be written; half a JPEG is never left."""
+        local = time.localtime(ts)
+        day = self.dir / TIMELAPSE / time.strftime("%Y-%m-%d", local)
+        path = day / time.strftime("%H%M%S.jpg", local)
+        day.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            exc.filename = exc.filename or str(path)  # os.write names no file
+            raise
+        os.close(fd)
+        return True
+
+    # -- listing --------------------------------------------------------------------------
+
+    def path_of(self, file: str) -> Path | None:
+        """The recording `file` names, if it is one of this camera's (strict name, inside
+        this camera's folder, a regular file), else None."""
+        match = file_pattern(self.name).fullmatch(file)
+        if not match or _name_time(match) is None:
+            return None
+        day = f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
+        path = self.dir / day / file
+        try:
+            if not path.is_file() or path.is_symlink():
+                return None
+            if path.resolve().parent.parent != self.dir.resolve():
+                return None
+        except OSError:
+            return None
+        return path
+
+    def recordings(self, day: str | None = None, limit: int | None = None,
+                   open_clip: ClipFile | None = None) -> list[Recording]:
+        """The recordings, newest first (one day's with `day`)."""
+        pattern = file_pattern(self.name)
+        result: list[Recording] = []
+        try:
+            days = sorted((e.name for e in os.scandir(self.dir)
+                           if DAY.fullmatch(e.name) and e.is_dir(follow_symlinks=False)),
+                          reverse=True)
+        except OSError:
+            return []
+        if day is not None:
+            days = [d for d in days if d == day]
+        for name in days:
+            folder = self.dir / name
+            index = _read_index(folder / INDEX)
+            found = []
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                match = pattern.fullmatch(entry.name)
+                if not match:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                path = Path(entry.path)
+                if open_clip is not None and open_clip.path == path:
+                    found.append(Recording(entry.name, path, open_clip.kind, open_clip.start,
+                                           open_clip.end, open_clip.frames, st.st_size, True))
+                    continue
+                info = index.get(entry.name)
+                if info is not None:
+                    found.append(Recording(entry.name, path, info.get("kind", _kind_of(match)),
+                                           info["start"], info.get("end"),
+                                           info.get("frames"), st.st_size))
+                    continue
+                start, end, frames = self._probe(path, st)
+                found.append(Recording(entry.name, path, _kind_of(match),
+                                       start or _name_time(match) or st.st_mtime, end, frames,
+                                       st.st_size))
+            found.sort(key=lambda r: (r.start, r.file), reverse=True)
+            result += found
+            if limit is not None and len(result) >= limit:
+                return result[:limit]
+        return result
+
+    def _probe(self, path: Path, st) -> tuple:
+        """probe() once per version of a file (it reads every packet)."""
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._probed:
+            if len(self._probed) > 1000:
+                self._probed.clear()
+            try:
+                self._probed[key] = probe(path)
+            except Exception:  # noqa: BLE001 - unreadable: listed without figures
+                self._probed[key] = (None, None, None)
+        return self._probed[key]
+
+    def delete(self, path: Path, open_clip: ClipFile | None = None) -> None:
+        if open_clip is not None and open_clip.path == path:
+            raise RecordingError("this recording is still being written")
+        path.unlink()
+
+    def timelapse_days(self) -> list[dict]:
+        """Days with stills, newest first: day, stills (count), first, last, video."""
+        base = self.dir / TIMELAPSE
+        try:
+            days = sorted((e.name for e in os.scandir(base)
+                           if DAY.fullmatch(e.name) and e.is_dir(follow_symlinks=False)),
+                          reverse=True)
+        except OSError:
+            return []
+        result = []
+        for day in days:
+            stills = self.stills(day)
+            video = base / day / timelapse_video_name(self.name, day)
+            result.append({"day": day, "stills": len(stills),
+                           "first": stills[0] if stills else None,
+                           "last": stills[-1] if stills else None,
+                           "video": video.name if video.is_file() else None})
+        return result
+
+    def stills(self, day: str) -> list[str]:
+        """The still names of `day`, oldest first."""
+        try:
+            return sorted(e.name for e in os.scandir(self.dir / TIMELAPSE / day)
+                          if STILL.fullmatch(e.name))
+        except OSError:
+            return []
+
+    def timelapse_path(self, day: str, file: str) -> Path | None:
+        """A still or the day's timelapse video, strictly named, else None."""
+        if not valid_day(day) or not (STILL.fullmatch(file)
+                                      or file == timelapse_video_name(self.name, day)):
+            return None
+        path = self.dir / TIMELAPSE / day / file
+        return path if path.is_file() and not path.is_symlink() else None
+
+    # -- retention ------------------------------------------------------------------------
+
+    def apply_retention(self, keep_days: float | None, keep_gb: float | None,
+                        open_file: Path | None) -> tuple[int, int] | None:
+        """Delete files older than keep_days, then the oldest (recordings and stills
+        alike) while the camera's files total more than keep_gb; never `open_file`.
+        Emptied day folders go, with their index. (files, bytes) deleted, or None."""
+        cutoff = time.time() - keep_days * 86400 if keep_days else None
+        limit = keep_gb * 1e9 if keep_gb else None
+        folders = [(folder, self._summary(folder, open_file)) for _, folder in self._day_dirs()]
+        self._summaries = {f: self._summaries[f] for f, _ in folders if f in self._summaries}
+        total = sum(size for _, (_, size, _) in folders)
+        count = freed = 0
+        for folder, (_, size, oldest) in folders:  # oldest day first
+            too_old = cutoff is not None and oldest is not None and oldest < cutoff
+            if not too_old and (limit is None or total <= limit):
+                if cutoff is None:
+                    break  # only a size limit, and it holds
+                continue
+            files = sorted(_files(folder))  # (mtime, size, path), oldest first
+            kept = False
+            for mtime, size, path in files:
+                if path.name == INDEX:
+                    continue
+                if path == open_file or not ((cutoff is not None and mtime < cutoff)
+                                             or (limit is not None and total > limit)):
+                    kept = True
+                    continue
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("%s: retention could not delete %s: %s", self.name, path,
+                                exc.strerror)
+                    kept = True
+                    continue
+                total -= size
+                count += 1
+                freed += size
+            if not kept:  # the day is gone: its index and folder too
+                for _, size, path in files:
+                    if path.name == INDEX:
+                        path.unlink(missing_ok=True)
+                        total -= size
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        return (count, freed) if count else None
+
+    def _day_dirs(self) -> list[tuple[str, Path]]:
+        """(day, folder) of every day folder, recordings and timelapse, oldest first."""
+        dirs = []
+        for base in (self.dir, self.dir / TIMELAPSE):
+            try:
+                entries = list(os.scandir(base))
+            except OSError:
+                continue
+            dirs += [(e.name, Path(e.path)) for e in entries
+                     if DAY.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+        return sorted(dirs)
+
+    def _summary(self, folder: Path, open_file: Path | None) -> tuple:
+        """(files, bytes, oldest mtime) of a day folder; cached while the folder's own
+        mtime (which changes as files come and go) stays, except for the open file's."""
+        try:
+            mtime = folder.stat().st_mtime_ns
+        except OSError:
+            return (0, 0, None)
+        cached = self._summaries.get(folder)
+        if cached is not None and cached[0] == mtime and (
+                open_file is None or open_file.parent != folder):
+            return cached[1]
+        files = _files(folder)
+        summary = (len(files), sum(f[1] for f in files), min((f[0] for f in files),
+                                                             default=None))
+        self._summaries[folder] = (mtime, summary)
+        return summary
+
+
+def _files(folder: Path) -> list[tuple[float, int, Path]]:
+    """(mtime, size, path) of the regular files in `folder`."""
+    files = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        files.append((st.st_mtime, st.st_size, Path(entry.path)))
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return files
+
+
+def _read_index(path: Path) -> dict[str, dict]:
+    """file name -> its index line; lines cut by a power loss are skipped."""
+    entries = {}
+    try:
+        with open(path, encoding="utf-8") as index:
+            for line in index:
+                try:
+                    entry = json.loads(line)
+                    entries[entry["file"]] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except OSError:
+        pass
+    return entries
