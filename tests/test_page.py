@@ -181,3 +181,45 @@ def test_page_opened_with_credentials_in_its_url_works(browser, servers, tmp_pat
     jpeg = wait_until(lambda: list(downloads.glob("camera-*.jpg")), timeout=10,
                       message="a downloaded snapshot")[0]
     wait_until(lambda: jpeg.read_bytes()[:2] == b"\xff\xd8", timeout=5)
+
+
+def test_page_records_marks_events_and_plays_and_downloads_clips(browser, servers, tmp_path):
+    server = servers("gevent", {"CAMERA": "colors", "COUNTER_FPS": "10",
+                                "RECORDINGS_DIR": str(tmp_path / "recordings"),
+                                "RECORD_PRE_EVENT": "0", "RECORD_POST_EVENT": "4"})
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Page.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.get(server.url + "/")
+    find = lambda element_id: browser.find_element("id", element_id)  # noqa: E731
+    wait_until(lambda: find("state").text == "live", timeout=10, message="live")
+    find("record").click()
+    wait_until(lambda: find("rec").is_displayed() and "manual" in find("rec").text,
+               timeout=10, message="the recording badge")
+    wait_until(lambda: (server.status()["recording"] or {}).get("frames", 0) >= 10, timeout=10,
+               message="a second of frames recorded")
+    find("record").click()  # now it says Stop
+    wait_until(lambda: not find("rec").is_displayed(), timeout=10, message="the clip ended")
+    find("event").click()
+    wait_until(lambda: "event" in find("rec").text, timeout=10, message="the event badge")
+    wait_until(lambda: not find("rec").is_displayed(), timeout=10, message="the event ended")
+
+    browser.find_element("css selector", "#recordings summary").click()  # open the list
+    rows = wait_until(lambda: len(r := browser.find_elements("css selector",
+                                                            "#recordings-list li")) >= 2 and r,
+                      timeout=15, message="two recordings listed")
+    assert "event" in rows[0].text and "manual" in rows[1].text  # newest first
+    rows[1].find_element("css selector", "button").click()  # Play
+    stream = find("stream")
+    wait_until(lambda: "/play" in stream.get_attribute("src") and find("playing").is_displayed(),
+               timeout=5, message="the clip playing in the page")
+    wait_until(lambda: browser.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", stream), timeout=10,
+        message="a frame of the clip shown")
+    rows[1].find_element("css selector", "a").click()  # Download
+    clip = wait_until(lambda: [p for p in downloads.glob("*.mkv")], timeout=10,
+                      message="a downloaded clip")[0]
+    wait_until(lambda: clip.stat().st_size > 1000, timeout=5)
+    find("live").click()
+    wait_until(lambda: "/video_feed" in stream.get_attribute("src"), timeout=5)
