@@ -46,8 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recording")
 
-TAP_INTERVAL = 0.5  # seconds between the tap's looks at the frames (commands wake it)
-HISTORY_FRAMES = 32  # the fanout's history to start with: two looks' worth at 30 fps...
+TAP_INTERVAL = 1.0  # seconds between the tap's looks at the frames (commands wake it)...
+FIRST_LOOK = 0.1  # ...and while a clip is asked for but has no frame yet, so it starts now
+HISTORY_FRAMES = 64  # the fanout's history to start with: two looks' worth at 30 fps...
 HISTORY_MAX = 1024  # ...grown to two looks' worth of what the camera really delivers
 TICK_GRACE = 1.0  # a deadline passed by this much ends a clip even without frames
 QUEUE_BYTES = 16 << 20  # the writer's queue: at most this many bytes of frames...
@@ -372,9 +373,12 @@ class Recorder:
             missed = None
             while True:
                 # Every frame since the last look comes from the fanout's history: one
-                # wake-up per TAP_INTERVAL, not per frame. Frames are timed by capture
-                # time, so looking late changes nothing in the files.
-                self._wakeup.wait(TAP_INTERVAL)
+                # wake-up per TAP_INTERVAL, not per frame (two thread wake-ups cost more
+                # than a frame's own work). Frames are timed by capture time, so looking
+                # late changes nothing in the files.
+                with self._lock:
+                    asked = self._manual_until is not None or self._event_until is not None
+                self._wakeup.wait(FIRST_LOOK if asked and clip is None else TAP_INTERVAL)
                 try:
                     frames = viewer.next_frames(0)
                 except CameraClosed:
@@ -658,11 +662,19 @@ class Recorder:
 
     def recordings(self, day: str | None = None, limit: int | None = None) -> list[Recording]:
         """This camera's recordings, newest first (one day's with `day`)."""
-        return self.folder.recordings(day, limit, self._file)
+        return self.folder.recordings(day, limit, self._file, self._open_elsewhere())
 
     def delete(self, path: Path) -> None:
         """RecordingError while it is being written."""
-        self.folder.delete(path, self._file)
+        self.folder.delete(path, self._file, self._open_elsewhere())
+
+    def _open_elsewhere(self) -> str | None:
+        """Where another process records (CAMERA=redis): the file it has open, from the
+        camera's status (the publisher's), so that it is listed as in progress and is not
+        deleted under it."""
+        if self.active:
+            return None
+        return (self.camera.status().get("recording") or {}).get("file")
 
     def timelapse_days(self) -> list[dict]:
         return self.folder.timelapse_days()

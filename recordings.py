@@ -171,8 +171,10 @@ class CameraFolder:
         return path
 
     def recordings(self, day: str | None = None, limit: int | None = None,
-                   open_clip: ClipFile | None = None) -> list[Recording]:
-        """The recordings, newest first (one day's with `day`)."""
+                   open_clip: ClipFile | None = None,
+                   open_elsewhere: str | None = None) -> list[Recording]:
+        """The recordings, newest first (one day's with `day`). `open_clip`: the file this
+        process writes; `open_elsewhere`: the name of one another process writes."""
         pattern = file_pattern(self.name)
         result: list[Recording] = []
         try:
@@ -213,7 +215,7 @@ class CameraFolder:
                 start, end, frames = self._probe(path, st)
                 found.append(Recording(entry.name, path, _kind_of(match),
                                        start or _name_time(match) or st.st_mtime, end, frames,
-                                       st.st_size))
+                                       st.st_size, entry.name == open_elsewhere))
             found.sort(key=lambda r: (r.start, r.file), reverse=True)
             result += found
             if limit is not None and len(result) >= limit:
@@ -232,8 +234,9 @@ class CameraFolder:
                 self._probed[key] = (None, None, None)
         return self._probed[key]
 
-    def delete(self, path: Path, open_clip: ClipFile | None = None) -> None:
-        if open_clip is not None and open_clip.path == path:
+    def delete(self, path: Path, open_clip: ClipFile | None = None,
+               open_elsewhere: str | None = None) -> None:
+        if (open_clip is not None and open_clip.path == path) or path.name == open_elsewhere:
             raise RecordingError("this recording is still being written")
         path.unlink()
 

@@ -152,7 +152,8 @@ def test_viewers_stay_connected_through_a_redis_restart(servers, redis_server, p
 
 
 def test_publisher_stops_cleanly_on_sigterm(redis_server, publisher):
-    wait_until(lambda: "publishing camera (camera_counter)" in publisher.log.read_text(), timeout=10)
+    wait_until(lambda: "publishing camera (camera_counter)" in publisher.log.read_text(),
+               timeout=10)
     publisher.send_signal(signal.SIGTERM)
     assert publisher.wait(10) == 0
     assert "publisher stopped" in publisher.log.read_text()
@@ -235,6 +236,13 @@ def test_web_workers_pass_recording_commands_to_the_publisher_which_records(
     # Whichever worker answers, /status shows the publisher's recording.
     wait_until(lambda: (server.status().get("recording") or {}).get("kind") == "event",
                timeout=10, message="the event clip in /status")
+    # The file the publisher writes is listed as in progress, and cannot be deleted.
+    open_file = wait_until(lambda: (items := json.loads(server.get(
+        "/camera/camera/recordings")[2])) and items[0], timeout=10, message="the file listed")
+    assert open_file["in_progress"], open_file
+    code, _, body = server.get(f"/camera/camera/recordings/{open_file['file']}",
+                               method="DELETE")
+    assert code == 409 and b"still being written" in body, (code, body)
     code, _, body = server.get("/camera/camera/record?seconds=1", method="POST")
     assert code == 202, body
     listing = wait_until(lambda: (items := json.loads(server.get(
