@@ -25,7 +25,12 @@ only part of a batch.
 Until the trailer the Segment keeps FFmpeg's "unknown size" mark, which players accept:
 a file cut by a power loss (or by a full disk) plays up to its last whole frame. The
 trailer (`finish`) writes the last Cluster, the Cues (the seek index), the Duration and
-the sizes. The file is fsynced every FSYNC_EVERY seconds and when finished.
+the sizes. The file is fsynced every FSYNC_EVERY seconds and when finished, and then
+dropped from the page cache (`_BatchFile.sync`): a recording is written once and seldom read back,
+so keeping it cached only evicts what the box does use, and a page cache that grows
+with every recorded byte costs the kernel several times more per frame to fill (on a
+2-core VM, appending 58 KB took 21 us with recycled pages and 90-150 us once the cache
+had to grow) than one whose pages are recycled.
 
 PyAV is imported on first need by `load_av`, never first from a recorder thread.
 """
@@ -141,10 +146,8 @@ class ClipFile:
         if self.frames < 2:
             return  # the muxer holds the only frame: no file with a header alone
         self._file.flush()
-        now = time.monotonic()
-        if self._file.fd >= 0 and now - self._file.synced_at >= FSYNC_EVERY:
-            self._file.synced_at = now
-            os.fsync(self._file.fd)
+        if self._file.fd >= 0 and time.monotonic() - self._file.synced_at >= FSYNC_EVERY:
+            self._file.sync()
 
     def finish(self) -> None:
         """The trailer (the last Cluster, Cues, Duration, sizes); fsync; close."""
@@ -153,7 +156,7 @@ class ClipFile:
             self._file.flush()
             self._file.frames = self.frames  # the trailer wrote the newest one
             if self._file.fd >= 0:
-                os.fsync(self._file.fd)
+                self._file.sync()
                 self.size = os.fstat(self._file.fd).st_size
         finally:
             self.close()
@@ -228,6 +231,13 @@ class _BatchFile:
             exc.filename = exc.filename or str(self.path)  # writev names no file
             raise
         self.frames = max([n for _, n in marks], default=self.frames)
+
+    def sync(self) -> None:
+        """fsync, then drop the file's pages from the cache (they are on disk now)."""
+        os.fsync(self.fd)
+        self.synced_at = time.monotonic()
+        if hasattr(os, "posix_fadvise"):  # not on macOS
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         self._pending = []
