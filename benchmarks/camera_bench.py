@@ -40,4 +40,5 @@ class Camera(BaseCamera):
 
 if __name__ == "__main__":
     sizes = [len(f) for f in make_frames()]
-    print(f"{len(sizes)} frames, {min(sizes)}..{max(sizes)} bytes, mean {sum(sizes) / len(sizes):.0f}")
+    print(f"{len(sizes)} frames, {min(sizes)}..{max(sizes)} bytes, "
+          f"mean {sum(sizes) / len(sizes):.0f}")

@@ -36,7 +36,6 @@ import recordings_http  # noqa: E402
 from numbered import numbered  # noqa: E402
 
 FPS = 30.0
-WIRED = "recordings_http" in (ROOT / "app.py").read_text()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -662,11 +661,6 @@ def test_timelapse_listing(rig):
 
 # -- end to end: a real gunicorn gevent server ---------------------------------------------
 
-needs_wiring = pytest.mark.skipif(not WIRED, reason="app.py does not register recordings_http "
-                                  "yet")
-
-
-@needs_wiring
 def test_server_records_byte_identical_frames_and_sigterm_leaves_a_playable_file(
         servers, tmp_path):
     root = tmp_path / "recordings"
@@ -687,7 +681,6 @@ def test_server_records_byte_identical_frames_and_sigterm_leaves_a_playable_file
         assert recorded[frame_number(part.body)] == part.body
 
 
-@needs_wiring
 def test_server_refuses_cross_site_posts_and_path_tricks(servers, tmp_path):
     server = servers("gevent", {"CAMERA": "counter", "RECORDINGS_DIR": str(tmp_path)})
     code, _, _ = server.get("/camera/camera/event", method="POST",
@@ -700,7 +693,6 @@ def test_server_refuses_cross_site_posts_and_path_tricks(servers, tmp_path):
     assert code == 202, body
 
 
-@needs_wiring
 def test_server_event_clip_is_listed_played_and_downloaded(servers, tmp_path):
     server = servers("gevent", {"CAMERA": "counter", "COUNTER_FPS": "30",
                                 "RECORD_MODE": "events", "RECORD_PRE_EVENT": "0.5",
@@ -734,7 +726,6 @@ def test_server_event_clip_is_listed_played_and_downloaded(servers, tmp_path):
     assert len(played) >= len(recorded) - 2 and set(played) <= set(recorded)
 
 
-@needs_wiring
 def test_server_full_disk_stops_recording_while_viewers_keep_their_rate(servers, small_disk):
     server = servers("gevent", {"CAMERA": "counter", "COUNTER_FPS": "30",
                                 "COUNTER_PAD": "20000", "RECORD_MODE": "continuous",

@@ -15,9 +15,8 @@ import threading
 import time
 
 import pytest
-from conftest import DRIVERS, ROOT, frame_number, wait_until
+from conftest import DRIVERS, frame_number, wait_until
 
-sys.path[:0] = [str(DRIVERS), str(ROOT)]
 import cameras
 import config
 import variants
@@ -25,7 +24,7 @@ from fanout import CameraClosed
 from jpeg import PLACEHOLDER_JPEG, jpeg_size
 from variants import Key, Spec, Variants, fit, parse_request
 
-WIRED = "variants" in (ROOT / "app.py").read_text()
+sys.path.insert(0, str(DRIVERS))  # the test drivers (camera_hd)
 
 
 def build(**env) -> object:
@@ -445,13 +444,11 @@ def test_full_size_viewers_keep_rate_and_latency_while_variants_are_made(hd, mad
     assert all(r["fps"] and r["fps"] > 10 for r in status), status
 
 
-# -- against real servers (once app.py serves ?width=) ----------------------------------
+# -- against real servers ----------------------------------------------------
 
-needs_wiring = pytest.mark.skipif(not WIRED, reason="app.py does not serve ?width= yet")
 HD = {"CAMERA": "hd", "CAMERA_FPS": "30", "CAMERA_IDLE_TIMEOUT": "5"}
 
 
-@needs_wiring
 @pytest.mark.parametrize("mode", ["gevent", "gthread"])
 def test_server_streams_and_snapshots_scale_on_every_url(servers, mode):
     server = servers(mode, HD)
@@ -472,7 +469,6 @@ def test_server_streams_and_snapshots_scale_on_every_url(servers, mode):
         assert code == 400 and b"must be a whole number" in body, (path, body)
 
 
-@needs_wiring
 def test_server_status_lists_variants_and_fifty_viewers_cost_one_encode(servers):
     server = servers("gevent", HD)
     streams = [server.stream("/video_feed?width=320") for _ in range(50)]
@@ -512,7 +508,6 @@ def _stream_figures(server, seconds: float) -> tuple[int, float, int]:
     return len(numbers), statistics.median(latencies), skipped
 
 
-@needs_wiring
 def test_server_full_size_viewers_keep_rate_and_latency_while_variants_are_made(servers):
     server = servers("gevent", HD)
     _, p50_0, skipped0 = _stream_figures(server, 2.0)

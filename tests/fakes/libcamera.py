@@ -66,13 +66,15 @@ class Camera:
     Camera objects, which the binding wraps anew on every `cameras` call)."""
 
     def __init__(self, manager: CameraManager, num: int) -> None:
-        self._manager, self._num = manager, num  # keeps the manager alive (py_camera_manager.cpp:48)
+        # Keeps the manager alive (py_camera_manager.cpp:48).
+        self._manager, self._num = manager, num
         # Sorted by Id backwards, camera 0 comes first, as on a Pi 5 (cam0 is i2c@88000).
         self.id = f"/base/axi/pcie@120000/rp1/i2c@{88 - 8 * num}000/imx708@1a"
         self.properties = {"Model": "imx708", "Location": 2, "Rotation": 180}
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Camera) and (other._manager, other._num) == (self._manager, self._num)
+        return (isinstance(other, Camera)
+                and (other._manager, other._num) == (self._manager, self._num))
 
     __hash__ = object.__hash__
 

@@ -113,8 +113,10 @@ class CameraManager:
         with self._lock:
             poke = set()
             for request in self.cms.get_ready_requests():
-                if request.status == libcamera.Request.Status.Complete and request.cookie != flushid:
-                    camera = self.cameras[request.cookie]  # KeyError ends the listener, as in picamera2
+                if (request.status == libcamera.Request.Status.Complete
+                        and request.cookie != flushid):
+                    # A KeyError ends the listener, as in picamera2.
+                    camera = self.cameras[request.cookie]
                     with camera._requestslock:
                         camera._requests.append(request)
                     poke.add(request.cookie)
