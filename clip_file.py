@@ -237,7 +237,10 @@ class _BatchFile:
         os.fsync(self.fd)
         self.synced_at = time.monotonic()
         if hasattr(os, "posix_fadvise"):  # not on macOS
-            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            try:
+                os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass  # a hint some file systems refuse: never a reason to stop recording
 
     def close(self) -> None:
         self._pending = []
