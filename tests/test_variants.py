@@ -216,6 +216,8 @@ def test_quality_is_the_camera_own_by_default_and_changes_the_bytes(hd, made):
 
 def test_odd_sizes_make_a_handful_of_variants(hd, made):
     v = made(hd, max_variants=16)
+    with hd.subscribe(counted=False) as viewer:  # the camera's size is known (the module's
+        live_frames(viewer, 1)                   # first test, or this one run alone)
     viewers = [v.subscribe(Spec(width=w)) for w in range(300, 1300, 7)]
     try:
         live_frames(viewers[0], 2)
