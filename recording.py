@@ -169,7 +169,6 @@ class Recorder:
         self.error: str | None = None
         self._clip: dict | None = None  # the tap's open clip: kind, since
         self._file: ClipFile | None = None  # the writer's open file
-        self._file_name: str | None = None
         self._counted = 0  # frames of the open file counted in frames_written
         self._ring_frames = 0
         self._ring_bytes = 0
@@ -516,7 +515,7 @@ class Recorder:
             if self._file is not None:
                 self._file.close()
                 self._keep_if_playable(self._file)
-                self._file = self._file_name = None
+                self._file = None
         finally:
             done.set()
             native.destroy_thread_hub()
@@ -535,7 +534,7 @@ class Recorder:
                 self._disk_failed(exc, path)
                 self.dropped += 1
                 return
-            self._file, self._file_name, self._counted = clip, path.name, 0
+            self._file, self._counted = clip, 0
         try:
             clip.write(frame)  # into memory; the batch's end writes it
         except Exception as exc:  # noqa: BLE001
@@ -568,7 +567,6 @@ class Recorder:
         """The open file could not be written: stop it, keep what plays, retry later."""
         clip = self._file
         self._file = None
-        self._file_name = None
         self._count(clip, failed=True)
         self._disk_failed(exc, clip.path)
         self.dropped += clip.frames - clip.flushed_frames
@@ -585,7 +583,6 @@ class Recorder:
             self._file_failed(exc)
             return
         self._file = None
-        self._file_name = None
         self._count(clip)
         self.files_written += 1
         try:
@@ -698,7 +695,8 @@ class Recorder:
         clip, file = self._clip, self._file
         recording = None
         if clip is not None:
-            recording = {"kind": clip["kind"], "file": self._file_name,
+            recording = {"kind": clip["kind"],
+                         "file": file.path.name if file is not None else None,
                          "since": round(clip["since"], 3),
                          "frames": file.frames if file is not None else 0}
             with self._lock:

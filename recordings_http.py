@@ -1,8 +1,7 @@
 """Recording over HTTP: start and stop clips, trigger events, list, download, play and
 delete recordings, list timelapse stills; and the `flask --app app timelapse` command.
 
-    app.extensions["recorders"] = recording.Recorders(cameras, settings.recordings_dir)
-    app.register_blueprint(recordings_http.bp)       # or recordings_http.install(app, ...)
+    recordings_http.install(app, cameras.recorders)  # the routes and the command
 
 Access (Basic auth, cross-site refusal of POST and DELETE) is the app's, from access.py.
 A file name from a URL is only ever used after it matched the exact names the recorder
