@@ -151,9 +151,11 @@ class BaseCamera:
             "uptime": round(time.time() - self._started_at, 3),
         }
 
-    def close(self, wait: float = 2.0) -> None:
+    def close(self, wait: float = 2.0, since: float | None = None) -> bool:
         """Stop the capture, end every stream and wait up to `wait` seconds for the
-        driver to release its device."""
+        driver to release its device; False if it did not. `since`: the monotonic time
+        the caller's shutdown began, so the log says how long the server really waited
+        (a camera closed after others is left only what remains of the shared wait)."""
         with self._lock:
             self._closed = True
             if self._run is not None:
@@ -163,8 +165,12 @@ class BaseCamera:
             while run is not None and run.waits_for is not None:
                 run = run.waits_for  # the run whose thread is still in the driver
         self.fanout.close()
+        started = time.monotonic() if since is None else since
         if run is not None and wait > 0 and not run.driver_returned.wait(wait):
-            log.warning("%s: the camera driver did not stop within %.1f s", self.name, wait)
+            log.warning("%s: the camera driver did not stop within %.1f s", self.name,
+                        time.monotonic() - started)
+            return False
+        return True
 
     # -- called by the capture run (capture.py) ------------------------------------------
 

@@ -144,7 +144,8 @@ class Cameras(Mapping[str, BaseCamera]):
         for name, camera in self._by_name.items():
             self.variants[name].close()
             camera.close(wait=0)
-        deadline = time.monotonic() + wait
+        began = time.monotonic()
+        deadline = began + wait
         for camera in self._by_name.values():
-            camera.close(wait=max(0.01, deadline - time.monotonic()))
+            camera.close(wait=max(0.01, deadline - time.monotonic()), since=began)
         self.recorders.close(wait=max(0.01, deadline - time.monotonic()))

@@ -182,3 +182,32 @@ def test_python_app_py_is_gunicorn_with_a_gevent_worker_that_cuts_slow_clients(s
         sock.close()
     assert time.monotonic() - started < 8
     assert server.get("/status")[0] == 200
+
+
+def test_the_shutdown_log_says_how_long_it_waited_for_each_stuck_driver(tmp_path, caplog,
+                                                                        monkeypatch):
+    """Two stuck drivers share the shutdown's wait: the second is left only a sliver of
+    it, but the server did wait the whole time for it, and the log says so."""
+    import sys as _sys
+
+    import config
+    from cameras import Cameras
+    from conftest import DRIVERS
+
+    if str(DRIVERS) not in _sys.path:
+        _sys.path.insert(0, str(DRIVERS))
+    monkeypatch.setenv("STUCK_AFTER", "0")  # each driver blocks in C at once
+    monkeypatch.setenv("DRIVER_EVENTS", str(tmp_path / "events"))
+    path = tmp_path / "cameras.toml"
+    path.write_text('[cameras.a]\ndriver = "stuck"\n[cameras.b]\ndriver = "stuck"\n')
+    cameras = Cameras.build(config.load({"CAMERAS_FILE": str(path),
+                                         "RECORDINGS_DIR": str(tmp_path / "rec")}))
+    for name in ("a", "b"):
+        cameras[name].subscribe()
+    wait_until(lambda: events(tmp_path / "events") == ["start", "start"], timeout=5,
+               message="both drivers started")
+    caplog.set_level("WARNING", logger="base_camera")
+    cameras.close(wait=0.5)
+    waited = [float(m.split("within ")[1].split(" s")[0]) for m in caplog.messages
+              if "did not stop within" in m]
+    assert len(waited) == 2 and all(w >= 0.5 for w in waited), caplog.messages
