@@ -109,3 +109,96 @@ def test_each_client_command_in_the_readme_works(camera, tmp_path, index):
 def test_the_readme_has_the_five_checked_commands():
     assert [line.split()[0] for line in readme_commands()] == ["ffmpeg", "ffmpeg", "mpv",
                                                                "vlc", "curl"]
+
+
+# -- the two set-up commands, on machines with and without sudo and python3-venv ----------
+
+def readme_block(marker: str) -> str:
+    """The lines between the README's <!-- marker --> and <!-- /marker --> (as .ci/run)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- {marker} -->\n```sh\n(.*?)```\n<!-- /{marker} -->", text, re.S)
+    assert block, f"the README has no {marker} block"
+    return block[1]
+
+
+FAKES = {
+    # python3: `-m venv` fails as Debian's does without python3-venv, until it is installed.
+    "python3": """
+if [ "$1 $2" = "-m venv" ]; then
+  if [ -n "$VENV_WORKS" ] || [ -e "$STATE/python3-venv" ]; then
+    /bin/mkdir -p .venv/bin
+    for tool in pip python; do
+      printf '#!/bin/bash\\necho ".venv/bin/%s $*" >> "$STATE/log"\\n' $tool > .venv/bin/$tool
+      /bin/chmod +x .venv/bin/$tool
+    done
+    echo "python3 $*" >> "$STATE/log"; exit 0
+  fi
+  echo "The virtual environment was not created successfully because ensurepip is not"\\
+       "available." >&2
+  echo "python3 $* (failed)" >> "$STATE/log"; exit 1
+fi
+exit 2""",
+    # apt-get: needs root, as the real one does; `install python3-venv` installs it.
+    "apt-get": """
+if [ "$FAKE_UID" != 0 ]; then
+  echo "E: Could not open lock file - open (13: Permission denied)" >&2
+  echo "apt-get $* (denied)" >> "$STATE/log"; exit 100
+fi
+echo "apt-get $*" >> "$STATE/log"
+case " $* " in *" python3-venv "*) : > "$STATE/python3-venv" ;; esac""",
+    "sudo": """
+echo "sudo $1" >> "$STATE/log"
+FAKE_UID=0 exec "$@\"""",
+}
+
+
+def run_setup(block: str, tmp_path, *, root: bool, sudo: bool, venv_works: bool):
+    """Run a README block in bash with fake python3, apt-get and sudo (only when `sudo`)
+    first on PATH: what it ran, in order, and its exit status."""
+    bin_dir, state, cwd = tmp_path / "bin", tmp_path / "state", tmp_path / "clone"
+    for folder in (bin_dir, state, cwd):
+        folder.mkdir(parents=True)
+    for name, body in FAKES.items():
+        if name == "sudo" and not sudo:
+            continue
+        (bin_dir / name).write_text("#!/bin/bash\n" + body.lstrip("\n") + "\n")
+        (bin_dir / name).chmod(0o755)
+    # No /usr/bin on PATH: `command -v sudo` cannot find the machine's own sudo.
+    env = {"PATH": str(bin_dir), "STATE": str(state), "FAKE_UID": "0" if root else "1000",
+           "VENV_WORKS": "1" if venv_works else ""}
+    result = subprocess.run(["/bin/bash", "-c", block], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=30)
+    log = (state / "log").read_text().splitlines() if (state / "log").exists() else []
+    return log, result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("marker,requirements,last", [
+    ("run-command", "requirements.txt", ".venv/bin/python app.py"),
+    ("test-command", "requirements-dev.txt", ".venv/bin/python -m pytest"),
+])
+@pytest.mark.parametrize("root,sudo", [(True, False), (False, True)],
+                         ids=["root-without-sudo", "user-with-sudo"])
+def test_the_setup_commands_install_python3_venv_only_where_it_is_missing(
+        tmp_path, marker, requirements, last, root, sudo):
+    block = readme_block(marker)
+    venv = "python3 -m venv --system-site-packages .venv"
+    via = ["sudo apt-get", "sudo apt-get"] if sudo else []
+    log, code, stderr = run_setup(block, tmp_path / "missing", root=root, sudo=sudo,
+                                  venv_works=False)
+    apt = [line for line in log if line.startswith("apt-get")]
+    assert code == 0, (log, stderr)
+    assert apt == ["apt-get update", "apt-get install -y python3-venv"], log
+    assert [line for line in log if line.startswith("sudo")] == via, log
+    assert log[0] == f"{venv} (failed)" and log[-3:] == [
+        venv, f".venv/bin/pip install -r {requirements}", last], log
+
+    log, code, stderr = run_setup(block, tmp_path / "present", root=root, sudo=sudo,
+                                  venv_works=True)
+    assert code == 0 and log == [venv, f".venv/bin/pip install -r {requirements}", last], log
+
+
+def test_the_setup_command_fails_clearly_for_a_user_without_sudo_or_python3_venv(tmp_path):
+    log, code, stderr = run_setup(readme_block("run-command"), tmp_path, root=False,
+                                  sudo=False, venv_works=False)
+    assert code != 0 and "Permission denied" in stderr and "ensurepip" in stderr
+    assert not any(line.startswith(".venv/bin/python app.py") for line in log), log
