@@ -14,10 +14,12 @@ import re
 import shlex
 import subprocess
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, need_tool
+from conftest import ROOT, free_port, need_tool, wait_until
 
 FPS = 20
 
@@ -202,3 +204,190 @@ def test_the_setup_command_fails_clearly_for_a_user_without_sudo_or_python3_venv
                                   sudo=False, venv_works=False)
     assert code != 0 and "Permission denied" in stderr and "ensurepip" in stderr
     assert not any(line.startswith(".venv/bin/python app.py") for line in log), log
+
+
+# -- every other shell block: recording, timelapse, Redis ---------------------------------
+
+def checked_block(name: str) -> list[str]:
+    """The command lines of the README's sh block marked <!-- checked: name -->."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- checked: {name} -->\n```sh\n(.*?)```", text, re.S)
+    assert block, f"the README has no sh block marked 'checked: {name}'"
+    return [line for line in block[1].splitlines() if line and not line.startswith("#")]
+
+
+CHECKED = {"cameras-file", "recording-http", "recording-files", "timelapse", "redis"}
+
+
+def test_every_shell_block_in_the_readme_is_run_by_a_test():
+    text = (ROOT / "README.md").read_text()
+    marks = re.findall(r"<!-- ([^>]*?) -->\n```sh\n", text)
+    named = {m.split(": ", 1)[1] for m in marks if m.startswith("checked: ")}
+    others = [m for m in marks if not m.startswith("checked: ")]
+    assert len(marks) == len(re.findall(r"```sh\n", text)), "an sh block without a marker"
+    assert sorted(others) == sorted(["run-command", "test-command", "checked-commands: "
+                                     "tests/test_readme.py runs each of these against a "
+                                     "real server"]), others
+    assert named == CHECKED
+
+
+def shell(line: str, cwd, env: dict | None = None, timeout: float = 60):
+    """Exit status, standard output and standard error of `line` run by bash."""
+    result = subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})})
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory):
+    """A server with the README's `door` camera recording event clips."""
+    from conftest import start_server
+
+    tmp = tmp_path_factory.mktemp("door")
+    (tmp / "cameras.toml").write_text('[cameras.door]\ndriver = "counter"\nrecord = "events"\n'
+                                      'pre_event = 0.5\npost_event = 0.5\n')
+    server = start_server("gevent", tmp, {"CAMERAS_FILE": str(tmp / "cameras.toml"),
+                                          "COUNTER_FPS": str(FPS),
+                                          "RECORDINGS_DIR": str(tmp / "recordings")})
+    server.recordings = tmp / "recordings"
+    yield server
+    server.kill()
+
+
+def test_the_readme_recording_http_commands_record_trigger_and_list(door, tmp_path):
+    def run(line: str):
+        line = line.replace("camera.local:5000", f"127.0.0.1:{door.port}")
+        code, output, errors = shell(line.replace("seconds=30", "seconds=1"), tmp_path)
+        assert code == 0, errors
+        return json.loads(output)
+
+    record_line, event_line, list_line = checked_block("recording-http")
+    record, event = run(record_line), run(event_line)
+    # The clip's file is opened with its first frame, a moment later.
+    listing = wait_until(lambda: run(list_line), timeout=10, message="a listed clip")
+    assert record["camera"] == "door" and record["clip"], record
+    assert event["camera"] == "door" and event["clip"], event
+    assert isinstance(listing, list) and listing and listing[0]["file"].startswith("door-")
+
+
+def test_the_readme_commands_play_and_convert_a_recorded_file(door, tmp_path):
+    def finished():
+        files = sorted(door.recordings.glob("door/*/door-*.mkv"))
+        code, _, body = door.get("/camera/door/recordings")
+        done = {item["file"] for item in json.loads(body) if not item["in_progress"]}
+        return [f for f in files if f.name in done]
+
+    if not finished():
+        door.get("/camera/door/event", method="POST")
+    clip = wait_until(finished, timeout=15, message="a finished clip")[0]
+    mpv_line, ffmpeg_line = checked_block("recording-files")
+    need_tool("mpv")
+    argv = shlex.split(mpv_line.replace(
+        "recordings/door/2026-11-30/door-20261130-071255-event.mkv", str(clip)))
+    result = subprocess.run(argv + ["--vo=null", "--ao=null", "--frames=5"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "VO: [null] 640x480" in result.stdout, result.stdout
+    need_tool("ffmpeg")
+    code, _, errors = shell(ffmpeg_line.replace("door-20261130-071255-event.mkv", str(clip)),
+                            tmp_path)
+    assert code == 0, errors[-2000:]
+    frames, duration = probe(tmp_path / "clip.mp4")
+    assert frames >= FPS // 2 and duration > 0.5, (frames, duration)
+
+
+def test_the_readme_timelapse_command_makes_a_video_of_the_day(tmp_path):
+    import sys
+
+    from conftest import DRIVERS
+    sys.path.insert(0, str(DRIVERS))
+    from numbered import numbered
+
+    stills = tmp_path / "recordings" / "garden" / "timelapse" / "2026-11-30"
+    stills.mkdir(parents=True)
+    for n in range(10):
+        (stills / f"{8 + n:02d}0000.jpg").write_bytes(numbered(n))
+    (tmp_path / "cameras.toml").write_text('[cameras.garden]\ndriver = "emulated"\n'
+                                           "timelapse = 60\n")
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    [line] = checked_block("timelapse")
+    code, output, errors = shell(line, tmp_path, {"PYTHONPATH": str(ROOT)})
+    assert code == 0, errors
+    video = Path(output.strip().splitlines()[0])
+    assert video.parent == stills and video.exists(), output
+    need_tool("ffprobe")
+    frames, duration = probe(video)
+    assert frames == 10 and duration == pytest.approx(10 / 25, abs=0.05)
+
+
+def test_the_readme_redis_commands_serve_a_pi_camera_through_workers(tmp_path):
+    from test_redis import RedisServer
+
+    from conftest import DRIVERS
+    redis_server = RedisServer(tmp_path)
+    publish_line, workers_line = checked_block("redis")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMERA", "REDIS"))}
+    env.update({"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "fakes"), str(DRIVERS)]),
+                "PORT": str(port), "HOST": "127.0.0.1", "RECORDINGS_DIR": str(tmp_path)})
+    procs = []
+    try:
+        for line in (publish_line, workers_line):
+            line = line.replace("redis.local:6379", f"127.0.0.1:{redis_server.port}")
+            log = open(tmp_path / f"{len(procs)}.log", "wb")
+            procs.append(subprocess.Popen(["bash", "-c", line], cwd=ROOT, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+
+        def snapshot():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/snapshot.jpg",
+                                            timeout=5) as response:
+                    return response.read()
+            except OSError:
+                return None
+
+        jpeg = wait_until(snapshot, timeout=40, interval=0.3, message="a snapshot via Redis")
+        assert jpeg[:2] == b"\xff\xd8"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            status = json.load(response)
+        assert status["driver"] == "camera_redis"
+        assert "pi: camera 0 recording" in (tmp_path / "0.log").read_text()  # the fake Pi
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        redis_server.stop()
+
+
+def test_the_readme_cameras_file_command_serves_every_camera_of_the_file(tmp_path):
+    [line] = checked_block("cameras-file")
+    (tmp_path / "cameras.toml").write_text('[cameras.front]\ndriver = "emulated"\n'
+                                           '[cameras.back]\ndriver = "emulated"\n')
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMERA")}
+    env.update({"PORT": str(port), "HOST": "127.0.0.1", "PYTHONPATH": str(ROOT),
+                "RECORDINGS_DIR": str(tmp_path / "recordings")})
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(["bash", "-c", line.replace("app.py", str(ROOT / "app.py"))],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        def status():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+                    return json.load(r)
+            except OSError:
+                return None
+
+        body = wait_until(status, timeout=30, interval=0.2, message="the server's status")
+        assert list(body["cameras"]) == ["front", "back"]
+        for name in ("front", "back"):
+            url = f"http://127.0.0.1:{port}/camera/{name}/snapshot.jpg"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert response.read()[:2] == b"\xff\xd8"
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
