@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from redact import display_url
+
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
@@ -325,7 +327,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_url = ""
     if not re.fullmatch(r"(redis|rediss|unix)://\S*", redis_url):
         redis_url = env.get("REDIS_URL", "").strip()
-        raise ConfigError(f"REDIS_URL={redis_url!r}: expected redis://[:password@]host[:port]"
+        shown = display_url(redis_url)  # the message must not carry the password
+        raise ConfigError(f"REDIS_URL={shown!r}: expected redis://[:password@]host[:port]"
                           "[/db], rediss://... or unix:///path")
     channel = env.get("CAMERA_CHANNEL", "").strip() or Settings.camera_channel
 

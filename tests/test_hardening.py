@@ -39,6 +39,25 @@ def test_a_source_outage_never_shows_or_logs_the_password(servers, env, secret):
     assert secret not in server.log()
 
 
+def test_redis_down_never_shows_its_password_in_any_answer_or_log_line(servers):
+    secret = "hunter22pw"
+    port = free_port()  # nothing listens there
+    server = servers("gevent", {"CAMERA": "redis",
+                                "REDIS_URL": f"redis://:{secret}@127.0.0.1:{port}/0"})
+    answers = [server.get("/status")]  # first: before the capture thread saw the outage
+    for path in ("/camera/camera/event", "/camera/camera/record", "/camera/camera/record/stop"):
+        answers.append(server.get(path, method="POST"))
+        assert answers[-1][0] == 503 and b"Redis at redis://:***@127.0.0.1" in answers[-1][2]
+    answers += [server.get("/snapshot.jpg"), server.get("/status"), server.get("/"),
+                server.get("/camera/camera/status")]
+    for code, headers, body in answers:
+        assert secret.encode() not in body and secret not in str(headers), body
+    assert "***" in server.status()["error"]
+    wait_until(lambda: "restarting the driver" in server.log(), timeout=10,
+               message="the outage logged")
+    assert "Redis at redis://:***@127.0.0.1" in server.log() and secret not in server.log()
+
+
 # -- viewers that left, drivers that never return, snapshots -------------------------------
 
 def partial_viewer(port: int, path: str) -> socket.socket:
