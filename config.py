@@ -99,6 +99,8 @@ class Settings:
     cameras_file: str | None = None
     recordings_dir: str = "recordings"
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-* to trust
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
+    frame_ancestors: tuple[str, ...] = ()  # origins that may frame the pages
 
     @property
     def uses_redis(self) -> bool:
@@ -285,6 +287,38 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _allowed_hosts(raw: str) -> tuple[str, ...]:
+    """ALLOWED_HOSTS: host names (IDN ones in their ASCII form), `*.domain`, or `*`."""
+    hosts = []
+    for entry in raw.replace(",", " ").split():
+        try:
+            name = entry.lower().rstrip(".").encode("idna").decode("ascii")
+        except UnicodeError:
+            name = ""
+        if entry != "*" and not re.fullmatch(
+                r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*",
+                name):
+            raise ConfigError(f"ALLOWED_HOSTS={raw!r}: expected host names such as "
+                              "camera.example.org or *.example.org (space- or comma-separated, "
+                              "no scheme or port), or '*' for any")
+        hosts.append(name if entry != "*" else "*")
+    if "*" in hosts and len(hosts) > 1:
+        raise ConfigError(f"ALLOWED_HOSTS={raw!r}: '*' cannot be combined with names")
+    return tuple(hosts)
+
+
+def _frame_ancestors(raw: str) -> tuple[str, ...]:
+    """FRAME_ANCESTORS: origins (scheme://host[:port], `*.` allowed in the host), or `*`."""
+    origins = tuple(raw.replace(",", " ").split())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(
+                r"https?://(\[[0-9A-Fa-f:.]+\]|(\*\.)?[A-Za-z0-9.-]+)(:\d{1,5})?", origin):
+            raise ConfigError(f"FRAME_ANCESTORS={raw!r}: expected origins such as "
+                              "http://homeassistant.local:8123 (scheme://host[:port], "
+                              "space-separated), or '*' for any page")
+    return origins
+
+
 def _host(raw: str) -> str:
     host = raw.strip() or Settings.host
     expected = "an IP address of this machine (0.0.0.0: all) or its host name"
@@ -368,5 +402,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
         proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
                                                       env.get("PROXY_HOPS", "").strip() or "0"),
+        allowed_hosts=_allowed_hosts(env.get("ALLOWED_HOSTS", "")),
+        frame_ancestors=_frame_ancestors(env.get("FRAME_ANCESTORS", "")),
     )
 

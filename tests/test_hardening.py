@@ -58,12 +58,28 @@ def test_redis_down_never_shows_its_password_in_any_answer_or_log_line(servers):
     assert "Redis at redis://:***@127.0.0.1" in server.log() and secret not in server.log()
 
 
+# -- Host names, proxies -------------------------------------------------------------------
+
+def test_a_dns_rebinding_page_cannot_record_or_read_on_a_real_server(servers):
+    server = servers("gevent", {"CAMERA": "counter", "RECORD_MODE": "events"})
+    page = {"Host": f"attacker.example:{server.port}",
+            "Origin": f"http://attacker.example:{server.port}"}
+    code, _, body = server.get("/camera/camera/event", headers=page, method="POST")
+    assert code == 400 and body == (b"400 Bad Request: Host 'attacker.example' is not one this "
+                                    b"server answers to; add it to ALLOWED_HOSTS\n")
+    assert server.get("/snapshot.jpg", headers={"Host": "attacker.example"})[0] == 400
+    own = {"Host": f"127.0.0.1:{server.port}", "Origin": f"http://127.0.0.1:{server.port}"}
+    assert server.get("/camera/camera/event", headers=own, method="POST")[0] == 202
+    wait_until(lambda: server.log().count("refused Host 'attacker.example' from 127.0.0.1") == 2,
+               timeout=5, message="one line per refusal")
+
+
 # -- viewers that left, drivers that never return, snapshots -------------------------------
 
 def partial_viewer(port: int, path: str) -> socket.socket:
     """A client that reads the response head and first part, then goes quiet."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camera\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     data = b""
     while data.count(b"Content-Type: image/jpeg") < 1 or len(data) < 2000:
         chunk = sock.recv(65536)
@@ -193,7 +209,7 @@ def test_python_app_py_is_gunicorn_with_a_gevent_worker_that_cuts_slow_clients(s
     slow = []
     for _ in range(20):  # slowloris: headers that never end
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        sock.sendall(b"GET /status HTTP/1.1\r\nHost: camera\r\nX-Slow: 1\r\n")
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
         slow.append(sock)
     started = time.monotonic()
     for sock in slow:
