@@ -336,6 +336,31 @@ def _host(raw: str) -> str:
     return host
 
 
+def proxy_warning(settings: Settings) -> str | None:
+    """What to warn of when PROXY_HOPS trusts X-Forwarded-For on an address that clients
+    can reach without the proxy: each can send its own and pose as any address, so no
+    login lockout ever holds it. None when there is nothing to say."""
+    if not settings.proxy_hops or _is_loopback(settings.host):
+        return None
+    return (f"PROXY_HOPS={settings.proxy_hops} trusts X-Forwarded-For, but HOST={settings.host} "
+            "lets clients reach the server without the proxy, and one that sends its own "
+            "X-Forwarded-For is never locked out; with the proxy on this machine, set "
+            "HOST=127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:  # a name: loopback when every address it has is
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(
+        ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env

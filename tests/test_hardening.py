@@ -74,6 +74,18 @@ def test_a_dns_rebinding_page_cannot_record_or_read_on_a_real_server(servers):
                timeout=5, message="one line per refusal")
 
 
+@pytest.mark.parametrize("host,warned", [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_proxy_hops_on_an_address_reachable_without_the_proxy_warns_once(servers, host, warned):
+    server = servers("dev", {"CAMERA": "counter", "PROXY_HOPS": "1", "HOST": host})
+    wait_until(lambda: "Booting worker" in server.log(), timeout=10, message="the worker")
+    assert server.get("/status")[0] == 200
+    lines = [line for line in server.log().splitlines() if "PROXY_HOPS=1" in line]
+    assert len(lines) == (1 if warned else 0), server.log()
+    if warned:
+        assert "WARNING" in lines[0] and "HOST=0.0.0.0" in lines[0]
+        assert "set HOST=127.0.0.1" in lines[0]
+
+
 # -- viewers that left, drivers that never return, snapshots -------------------------------
 
 def partial_viewer(port: int, path: str) -> socket.socket:
