@@ -1,9 +1,15 @@
-"""Access: who may do what. Basic auth, a lockout after failed logins, CORS, and a refusal
-of state changes that pages on other sites send with the user's browser.
+"""Access: who may do what. Basic auth, a lockout after failed logins, CORS, a refusal of
+state changes that pages on other sites send with the user's browser, of Host names this
+server is not for (DNS rebinding), and of framing by other sites (clickjacking).
 
 `install(app, ...)` registers one before-request and one after-request handler. Each
 request passes, in order:
 
+0. a Host (after a trusted proxy's X-Forwarded-Host) that is not one this server is for
+   gets 400: an IP address, localhost, the machine's own names, names only the local
+   network resolves (.local, .lan, .home.arpa, .internal), or one of `allowed_hosts`. A
+   page on a rebinding name (attacker.example resolving to this box) is the same origin
+   as this server to the browser: only the Host it sends gives it away;
 1. a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) is answered
    at once with 204: it carries no credentials and changes nothing;
 2. a POST, PUT, PATCH or DELETE from a page on another origin not listed by name in
@@ -17,7 +23,11 @@ request passes, in order:
    storage: memory, or Redis shared by several workers) and logged as one line for
    fail2ban: "failed login from 203.0.113.7 (user 'admin')".
 
-Every response, errors included, then gets the CORS headers its Origin is entitled to.
+Every response, errors included, then has any secret in its text masked (redact.py: the
+last line of defence for a message that was built from a secret), pages get
+`Content-Security-Policy: frame-ancestors 'self'` (plus `frame_ancestors`), so no other
+site can frame the viewer and steer a click, and all get the CORS headers their Origin is
+entitled to.
 """
 
 from __future__ import annotations
@@ -27,14 +37,16 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from limits import RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import storage_from_string
@@ -49,23 +61,35 @@ UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 ALLOW_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 EXPOSE_HEADERS = "Retry-After, X-Timestamp"  # 429's wait and the snapshot's capture time
 PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight's answer
-LOG_LINES_PER_WINDOW = 50  # failed-login lines per window from all addresses together
+LOG_LINES_PER_WINDOW = 50  # lines of each kind per window from all addresses together
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")  # an RFC 9110 token
+# Names only the local network resolves: mDNS (.local), and the names RFC 8375, ICANN
+# (2024) and home routers (OpenWrt's .lan) keep out of public DNS, where a rebinding
+# attacker would have to control them.
+LOCAL_HOSTS = ("localhost", "*.localhost", "*.local", "*.lan", "*.home.arpa", "*.internal")
+# A Host header's value: [IPv6] or a name or IPv4, then an optional port.
+_HOST = re.compile(r"(?:\[(?P<ip6>[0-9a-z:.%]+)\]|(?P<name>[a-z0-9_.-]+))(?::\d{0,5})?")
+TEXT_TYPES = {"text/plain", "text/html", "application/json"}  # bodies that are masked
 
 
 def install(app: Flask, *, username: str | None, password: str | None,
             cors_origins: tuple[str, ...] = (), limiter_storage: str = "memory://",
-            failures: int = 10, window: float = 60.0) -> None:
+            failures: int = 10, window: float = 60.0, allowed_hosts: tuple[str, ...] = (),
+            frame_ancestors: tuple[str, ...] = ()) -> None:
     """Guard every route of `app`. Call it right after creating the app, so these
-    handlers run before any other before-request handler.
+    handlers run before any other before-request handler (and its after-request
+    handler last, on the final response).
 
     username None: no login (the cross-site refusal and CORS still apply). cors_origins:
     exact origins ("https://dash.example") or ("*",); empty sends no CORS headers.
     limiter_storage: a `limits` storage URI; "redis://host:6379/0" shares the lockout
     between workers and machines. window: whole seconds. The password, and the storage
-    URI's, are registered with `redact.add_secret`.
+    URI's, are registered with `redact.add_secret`. allowed_hosts: Host names served
+    besides the default ones ("camera.example.org", "*.example.org"; "*": any Host).
+    frame_ancestors: origins whose pages may frame this server's pages, besides its own.
     """
-    guard = _Guard(username, password, cors_origins, limiter_storage, failures, window)
+    guard = _Guard(username, password, cors_origins, limiter_storage, failures, window,
+                   allowed_hosts, frame_ancestors)
     app.before_request(guard.before_request)
     app.after_request(guard.after_request)
     app.extensions["access"] = guard
@@ -103,10 +127,56 @@ def _text(response: str, status: int, headers: dict[str, str] | None = None) -> 
     return Response(response, status, headers, mimetype="text/plain")
 
 
+def machine_hosts() -> tuple[str, ...]:
+    """The names this machine answers to without ALLOWED_HOSTS: LOCAL_HOSTS and its own
+    host names (`raspberrypi`, and its full name if DNS or /etc/hosts gives one)."""
+    names = [socket.gethostname(), socket.getfqdn()]  # from /etc/hosts: 17 us here
+    return LOCAL_HOSTS + tuple(n.lower().rstrip(".") for n in names if n)
+
+
+class HostRule:
+    """Which Host header values a server answers to: IP literals always (a rebinding
+    name is never one), and names matching `patterns`: "name", "*.domain" (the names
+    under domain) or "*" (any Host at all).
+
+    Not werkzeug's `host_is_trusted`: it compares names case-sensitively, cuts
+    `[::1]:5000` at its first colon and refuses `_`, which Docker's container names have.
+    """
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        patterns = tuple(p.strip().lower().rstrip(".") for p in patterns if p.strip())
+        self.any = "*" in patterns
+        self.names = frozenset(p for p in patterns if not p.startswith("*"))
+        self.suffixes = tuple(p[1:] for p in patterns if p.startswith("*."))  # ".domain"
+
+    def allows(self, host: str) -> bool:
+        """True when the Host header value `host` ("name:port", "[v6]:port", ...) is one
+        this server answers to."""
+        if self.any:
+            return True
+        match = _HOST.fullmatch(host.lower())
+        if match is None:
+            return False
+        if match["ip6"] is not None:
+            return _is_ip(match["ip6"], version=6)
+        name = match["name"].removesuffix(".")  # "localhost." is localhost
+        if name.startswith(".") or ".." in name:  # an empty label: no host's name
+            return False
+        return _is_ip(name, version=4) or name in self.names or name.endswith(self.suffixes)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
+
+
 class _Guard:
     def __init__(self, username: str | None, password: str | None,
                  cors_origins: tuple[str, ...], limiter_storage: str, failures: int,
-                 window: float) -> None:
+                 window: float, allowed_hosts: tuple[str, ...] = (),
+                 frame_ancestors: tuple[str, ...] = ()) -> None:
         if username is not None and password is None:
             raise ValueError("a password is required with a username")
         if failures < 1:
@@ -123,6 +193,17 @@ class _Guard:
         origins = {_origin(o) for o in cors_origins if o.strip()}
         self.any_origin = "*" in origins
         self.origins = origins - {"*"}  # only origins listed by name may change state
+        self.hosts = HostRule(("*",) if "*" in allowed_hosts
+                              else machine_hosts() + tuple(allowed_hosts))
+        self.frame_policy = " ".join(("frame-ancestors 'self'", *frame_ancestors))
+
+        # The log budget is per process: each process writes its own log. Its storage
+        # starts a thread at the first line only.
+        self.lines = FixedWindowRateLimiter(storage_from_string("memory://"))
+        self.lines_limit = RateLimitItemPerSecond(LOG_LINES_PER_WINDOW, self.window, "log")
+        self.storage_error_limit = RateLimitItemPerSecond(1, self.window, "log-storage")
+        self.unlogged: dict[str, int] = {}  # lines left out, by kind
+        self.unlogged_lock = threading.Lock()
 
         if username is None:
             return  # nothing to count: the limiters (and their storage's threads) are not made
@@ -134,16 +215,13 @@ class _Guard:
         self.failed = MovingWindowRateLimiter(
             storage_from_string(limiter_storage, wrap_exceptions=True, **options))
         self.failed_limit = RateLimitItemPerSecond(failures, self.window, "camera-login")
-        # The log budget is per process: each process writes its own log.
-        self.lines = FixedWindowRateLimiter(storage_from_string("memory://"))
-        self.lines_limit = RateLimitItemPerSecond(LOG_LINES_PER_WINDOW, self.window, "log")
-        self.storage_error_limit = RateLimitItemPerSecond(1, self.window, "log-storage")
-        self.unlogged = 0
-        self.unlogged_lock = threading.Lock()
 
     # -- the request's way in -----------------------------------------------------------
 
     def before_request(self) -> Response | None:
+        refused = self._refused_host()
+        if refused is not None:
+            return refused
         if self._preflight():
             return _text("", 204)
         if request.method in UNSAFE_METHODS and self._foreign_page():
@@ -176,6 +254,23 @@ class _Guard:
             return None
         self._failure(address, key, user if credentials else None)
         return self._unauthorized()
+
+    def _refused_host(self) -> Response | None:
+        """400 for a Host this server is not for, naming it and the setting."""
+        # The header as sent (ProxyFix has put a trusted proxy's X-Forwarded-Host there);
+        # none (HTTP/1.0) falls back to the server's own address: nothing to refuse.
+        host = request.environ.get("HTTP_HOST")
+        if host is None or self.hosts.allows(host):
+            return None
+        name = host.strip()
+        match = _HOST.fullmatch(name.lower())
+        if match is not None and match["name"] is not None:
+            name = match["name"]  # as ALLOWED_HOSTS takes it: without the port
+        shown = repr(name[:100]) + ("..." if len(name) > 100 else "")
+        self._log("refused hosts", "refused Host %s from %s: not in ALLOWED_HOSTS", shown,
+                  _address_for_log(request.remote_addr or "unknown"))
+        return _text(f"400 Bad Request: Host {shown} is not one this server answers to; add "
+                     "it to ALLOWED_HOSTS\n", 400)
 
     def _preflight(self) -> bool:
         return (request.method == "OPTIONS" and "Origin" in request.headers
@@ -227,14 +322,16 @@ class _Guard:
         locked_for = self._locked_for(key) if counted else 0
         shown = _address_for_log(address)
         if user is None:
-            self._log("failed login from %s (bad Authorization header)", shown)
+            self._log("failed logins", "failed login from %s (bad Authorization header)",
+                      shown)
         else:
             name = user.decode("utf-8", "backslashreplace")
             # repr: quotes and escapes, so a name cannot forge or break log lines.
-            self._log("failed login from %s (user %s)", shown,
+            self._log("failed logins", "failed login from %s (user %s)", shown,
                       repr(name[:64]) + ("..." if len(name) > 64 else ""))
         if locked_for:
-            self._log("too many failed logins from %s: locked out for %d s", shown, locked_for)
+            self._log("failed logins", "too many failed logins from %s: locked out for %d s",
+                      shown, locked_for)
 
     def _storage_error(self, exc: StorageError) -> None:
         # Fail open: logins are still checked, only the lockout is missing meanwhile.
@@ -243,18 +340,18 @@ class _Guard:
             log.warning("login lockout unavailable, storage error: %s",
                         redact.redact(str(exc.storage_error)))
 
-    def _log(self, message: str, *args: object) -> None:
-        """One warning, within the budget of LOG_LINES_PER_WINDOW lines per window, so a
-        flood of failures cannot fill the disk; what was left out is counted."""
-        if not self.lines.hit(self.lines_limit, "lines"):
+    def _log(self, kind: str, message: str, *args: object) -> None:
+        """One warning, within the budget of LOG_LINES_PER_WINDOW lines of its `kind`
+        ("failed logins") per window, so a flood cannot fill the disk; what was left out
+        is counted and said."""
+        if not self.lines.hit(self.lines_limit, kind):
             with self.unlogged_lock:
-                self.unlogged += 1
+                self.unlogged[kind] = self.unlogged.get(kind, 0) + 1
             return
         with self.unlogged_lock:
-            unlogged, self.unlogged = self.unlogged, 0
+            unlogged = self.unlogged.pop(kind, 0)
         if unlogged:
-            log.warning("%d more failed logins not logged in the last %d s", unlogged,
-                        self.window)
+            log.warning("%d more %s not logged in the last %d s", unlogged, kind, self.window)
         log.warning(message, *args)
 
     @staticmethod
@@ -265,8 +362,16 @@ class _Guard:
     # -- the response's way out ---------------------------------------------------------
 
     def after_request(self, response: Response) -> Response:
-        """CORS headers on every response, errors included, so a dashboard on an allowed
-        origin can read a 401, 429 or 503 too."""
+        """Every response, errors included: secrets masked, the framing policy on pages,
+        and CORS headers, so a dashboard on an allowed origin can read a 401, 429 or 503
+        too."""
+        _redact_body(response)
+        if response.mimetype == "text/html":
+            # Pages only: streams and snapshots stay embeddable in any page's <img>.
+            response.headers.setdefault("Content-Security-Policy", self.frame_policy)
+        return self._cors(response)
+
+    def _cors(self, response: Response) -> Response:
         if self.any_origin:
             allowed = "*"  # no credentials with "*": browsers refuse that pair anyway
         elif self.origins:
@@ -293,6 +398,35 @@ class _Guard:
         else:
             headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
         return response
+
+
+def _redact_body(response: Response) -> None:
+    """Mask secrets in a response's text (pages, plain-text errors, JSON), whatever built
+    it. Streams and files pass untouched. Costs 1 us for /status, 60 us for the viewer
+    page (a fifth of serving it)."""
+    if (response.direct_passthrough or response.is_streamed
+            or response.mimetype not in TEXT_TYPES):
+        return
+    text = response.get_data(as_text=True)
+    masked = redact.redact(text)
+    if masked == text:
+        return
+    if response.mimetype == "application/json":
+        try:  # mask inside each string, so the JSON stays JSON whatever the secret was
+            masked = current_app.json.dumps(_redact_json(json.loads(text))) + "\n"
+        except ValueError:
+            pass
+    response.set_data(masked)
+
+
+def _redact_json(value: object) -> object:
+    if isinstance(value, str):
+        return redact.redact(value)
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    if isinstance(value, dict):
+        return {redact.redact(k): _redact_json(v) for k, v in value.items()}
+    return value
 
 
 def _address_for_log(address: str) -> str:

@@ -57,7 +57,8 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     access.install(app, username=settings.auth_username, password=settings.auth_password,
                    cors_origins=settings.cors_allow_origins,
                    # several web workers share the login lockout through Redis
-                   limiter_storage=settings.redis_url if settings.uses_redis else "memory://")
+                   limiter_storage=settings.redis_url if settings.uses_redis else "memory://",
+                   allowed_hosts=settings.allowed_hosts, frame_ancestors=settings.frame_ancestors)
     recordings_http.install(app, cameras.recorders)
 
     @app.errorhandler(HTTPException)

@@ -34,6 +34,7 @@ import config
 from base_camera import BaseCamera, CameraError, Frame
 from jpeg import split_comment, with_comment
 from recording import RecordingError
+from redact import display_url
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def _client(settings) -> redis.Redis:
         return redis.Redis.from_url(settings.redis_url, socket_timeout=5,
                                     socket_connect_timeout=3, health_check_interval=10)
     except ValueError as exc:
-        raise config.ConfigError(f"REDIS_URL={settings.redis_url!r}: {exc}") from None
+        shown = display_url(settings.redis_url)
+        raise config.ConfigError(f"REDIS_URL={shown!r}: {exc}") from None
 
 
 def pack(frame: Frame) -> bytes:
@@ -71,6 +73,7 @@ class Camera(BaseCamera):
         super().__init__(settings)
         self._redis = _client(self.settings)  # a bad REDIS_URL stops the server at start
         self._worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._where = f"Redis at {display_url(self.settings.redis_url)}"  # for messages
 
     def frames(self) -> Iterator[tuple[bytes, float | None]]:
         channel = self.settings.channel
@@ -89,7 +92,7 @@ class Camera(BaseCamera):
                     client.hset(f"{channel}:viewers", self._worker,
                                 f"{self.viewers} {time.time() + VIEWERS_TTL:.3f}")
         except redis.RedisError as exc:
-            raise CameraError(f"Redis at {self.settings.redis_url}: {exc}") from None
+            raise CameraError(f"{self._where}: {exc}") from None
         finally:
             pubsub.close()  # the publisher's subscriber count drops: it may stop the camera
             try:
@@ -122,7 +125,7 @@ class Camera(BaseCamera):
                                      "recording is done by 'flask --app app publish'")
             answer = self._redis.blpop([answer_key], timeout=ANSWER_TIMEOUT)
         except redis.RedisError as exc:
-            raise RecordingError(f"Redis at {self.settings.redis_url}: {exc}") from None
+            raise RecordingError(f"{self._where}: {exc}") from None
         if answer is None:
             raise RecordingError(f"the publisher did not answer within {ANSWER_TIMEOUT} s")
         answer = json.loads(answer[1])
@@ -140,7 +143,7 @@ class Camera(BaseCamera):
             pipe.hgetall(f"{channel}:viewers")
             state, counts = pipe.execute()
         except redis.RedisError as exc:
-            status["error"] = status["error"] or f"Redis at {self.settings.redis_url}: {exc}"
+            status["error"] = status["error"] or f"{self._where}: {exc}"
             return status
         now, viewers = time.time(), 0
         for worker, value in counts.items():
@@ -171,9 +174,10 @@ def publish(cameras) -> None:
     threading.Thread(target=_answer_commands, args=(cameras, settings, stop), daemon=True,
                      name="recording-commands").start()
     channels = [camera.settings.channel for camera in cameras.values()]
+    shown_url = display_url(settings.redis_url)
     log.info("publishing %s to %s on %s",
              ", ".join(f"{c.name} ({type(c).__module__})" for c in cameras.values()),
-             ", ".join(repr(c) for c in channels), settings.redis_url)
+             ", ".join(repr(c) for c in channels), shown_url)
     backoff = 0.5
     try:
         while not stop.is_set():
@@ -188,7 +192,7 @@ def publish(cameras) -> None:
                 backoff = 0.5
                 stop.wait(POLL)
             except redis.RedisError as exc:
-                log.warning("Redis at %s: %s; retrying in %g s", settings.redis_url, exc, backoff)
+                log.warning("Redis at %s: %s; retrying in %g s", shown_url, exc, backoff)
                 for forwarder in forwarders:  # nobody can watch now; a quick reconnect
                     forwarder.watch(0)        # comes back before the idle timeout
                 stop.wait(backoff)

@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from redact import display_url
+
 
 class ConfigError(ValueError):
     """A setting has a value the server cannot use."""
@@ -97,6 +99,8 @@ class Settings:
     cameras_file: str | None = None
     recordings_dir: str = "recordings"
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-* to trust
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
+    frame_ancestors: tuple[str, ...] = ()  # origins that may frame the pages
 
     @property
     def uses_redis(self) -> bool:
@@ -283,6 +287,38 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _allowed_hosts(raw: str) -> tuple[str, ...]:
+    """ALLOWED_HOSTS: host names (IDN ones in their ASCII form), `*.domain`, or `*`."""
+    hosts = []
+    for entry in raw.replace(",", " ").split():
+        try:
+            name = entry.lower().rstrip(".").encode("idna").decode("ascii")
+        except UnicodeError:
+            name = ""
+        if entry != "*" and not re.fullmatch(
+                r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*",
+                name):
+            raise ConfigError(f"ALLOWED_HOSTS={raw!r}: expected host names such as "
+                              "camera.example.org or *.example.org (space- or comma-separated, "
+                              "no scheme or port), or '*' for any")
+        hosts.append(name if entry != "*" else "*")
+    if "*" in hosts and len(hosts) > 1:
+        raise ConfigError(f"ALLOWED_HOSTS={raw!r}: '*' cannot be combined with names")
+    return tuple(hosts)
+
+
+def _frame_ancestors(raw: str) -> tuple[str, ...]:
+    """FRAME_ANCESTORS: origins (scheme://host[:port], `*.` allowed in the host), or `*`."""
+    origins = tuple(raw.replace(",", " ").split())
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(
+                r"https?://(\[[0-9A-Fa-f:.]+\]|(\*\.)?[A-Za-z0-9.-]+)(:\d{1,5})?", origin):
+            raise ConfigError(f"FRAME_ANCESTORS={raw!r}: expected origins such as "
+                              "http://homeassistant.local:8123 (scheme://host[:port], "
+                              "space-separated), or '*' for any page")
+    return origins
+
+
 def _host(raw: str) -> str:
     host = raw.strip() or Settings.host
     expected = "an IP address of this machine (0.0.0.0: all) or its host name"
@@ -298,6 +334,31 @@ def _host(raw: str) -> str:
     except (OSError, UnicodeError):
         raise ConfigError(f"HOST={raw!r}: no such host name: expected {expected}") from None
     return host
+
+
+def proxy_warning(settings: Settings) -> str | None:
+    """What to warn of when PROXY_HOPS trusts X-Forwarded-For on an address that clients
+    can reach without the proxy: each can send its own and pose as any address, so no
+    login lockout ever holds it. None when there is nothing to say."""
+    if not settings.proxy_hops or _is_loopback(settings.host):
+        return None
+    return (f"PROXY_HOPS={settings.proxy_hops} trusts X-Forwarded-For, but HOST={settings.host} "
+            "lets clients reach the server without the proxy, and one that sends its own "
+            "X-Forwarded-For is never locked out; with the proxy on this machine, set "
+            "HOST=127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:  # a name: loopback when every address it has is
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(
+        ipaddress.ip_address(a.partition("%")[0]).is_loopback for a in addresses)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -325,7 +386,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         redis_url = ""
     if not re.fullmatch(r"(redis|rediss|unix)://\S*", redis_url):
         redis_url = env.get("REDIS_URL", "").strip()
-        raise ConfigError(f"REDIS_URL={redis_url!r}: expected redis://[:password@]host[:port]"
+        shown = display_url(redis_url)  # the message must not carry the password
+        raise ConfigError(f"REDIS_URL={shown!r}: expected redis://[:password@]host[:port]"
                           "[/db], rediss://... or unix:///path")
     channel = env.get("CAMERA_CHANNEL", "").strip() or Settings.camera_channel
 
@@ -365,5 +427,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
         proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
                                                       env.get("PROXY_HOPS", "").strip() or "0"),
+        allowed_hosts=_allowed_hosts(env.get("ALLOWED_HOSTS", "")),
+        frame_ancestors=_frame_ancestors(env.get("FRAME_ANCESTORS", "")),
     )
 

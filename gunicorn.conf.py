@@ -24,6 +24,8 @@ except _config.ConfigError as exc:
     _server.refuse(str(exc))
 _server.gunicorn_conf_loaded = True
 _server.configure_logging(_settings)
+if _proxy_warning := _config.proxy_warning(_settings):  # in the master: once for all workers
+    _server.log.warning(_proxy_warning)
 _server.raise_open_files_limit()
 
 bind = [f"[{_settings.host}]:{_settings.port}" if ":" in _settings.host

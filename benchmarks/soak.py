@@ -47,7 +47,7 @@ class Load:
     def short_viewer(self) -> None:
         kind = random.random()
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(b"GET /video_feed HTTP/1.1\r\nHost: soak\r\n\r\n")
+            sock.sendall(b"GET /video_feed HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if kind < 0.2:
                 return  # gone before the response
             wanted = random.randint(1, 200_000)  # up to a few frames, often mid-frame
@@ -76,7 +76,7 @@ class Load:
                 elif choice < 0.97:
                     for _ in range(10):  # a page reload burst
                         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                            s.sendall(b"GET /video_feed HTTP/1.1\r\nHost: soak\r\n\r\n")
+                            s.sendall(b"GET /video_feed HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 else:
                     threading.Thread(target=self.silent_viewer, daemon=True).start()
                 self.churn += 1

@@ -268,7 +268,7 @@ def test_raw_non_ascii_bytes_over_a_real_socket_are_401(caplog):
     try:
         for raw in (b"Basic \xff", b"Basic \xff\xfe\x00abc", b"\xe2\x82\xac \xe2\x82\xac"):
             with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-                sock.sendall(b"GET /status HTTP/1.1\r\nHost: camera\r\nAuthorization: " + raw
+                sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + raw
                              + b"\r\nConnection: close\r\n\r\n")
                 assert sock.recv(4096).startswith(b"HTTP/1.1 401 "), raw
     finally:
@@ -518,6 +518,152 @@ def test_without_login_cross_site_state_changes_are_still_refused():
     app = make_app(username=None, password=None)
     assert call(app, "/recordings", method="POST", headers={"Origin": EVIL}).status_code == 403
     assert call(app, "/recordings", method="POST").status_code == 201
+
+
+# -- Host names (DNS rebinding) --------------------------------------------------------
+
+REBINDING = "attacker.example"  # the attacker's name, resolving to this box's address
+
+
+def host_call(app: Flask, host: str, path: str = "/status", method: str = "GET",
+              headers: dict | None = None):
+    return call(app, path, method=method, headers={"Host": host, **GOOD, **(headers or {})})
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.1", "127.0.0.1:5000", "192.168.1.20:5000", "10.0.0.5:80", "[::1]", "[::1]:5000",
+    "[fe80::1ff:fe23:4567:890a]:5000", "localhost", "LOCALHOST:5000", "localhost.",
+    "camera.localhost:5000", "camera.local:5000", "Printer-Cam.local", "camera.lan",
+    "camera.home.arpa", "cam.internal:5000", socket.gethostname(), socket.getfqdn(),
+    socket.gethostname().upper() + ":5000",
+])
+def test_addresses_and_local_names_are_served_without_settings(host):
+    assert host_call(make_app(), host).status_code == 200
+
+
+@pytest.mark.parametrize("host", [
+    REBINDING, f"{REBINDING}:5000", "camera.example.org", "localhost.attacker.example",
+    f"{socket.gethostname()}.attacker.example", "local", ".local", "a..local",
+    "127.0.0.1.attacker.example", "[1.2.3.4]", "bad host", "",
+])
+def test_other_host_names_are_refused_before_anything_else(host, caplog):
+    app = make_app()
+    for method, path in (("GET", "/status"), ("GET", "/snapshot.jpg"), ("GET", "/video_feed"),
+                         ("POST", "/recordings"), ("DELETE", "/recordings/a.mjpeg"),
+                         ("OPTIONS", "/recordings")):
+        response = host_call(app, host, path, method, headers={"Origin": f"http://{host}"})
+        assert response.status_code == 400, (method, path)
+        assert response.mimetype == "text/plain"
+        assert "Access-Control-Allow-Origin" not in response.headers
+    name = host.rpartition(":")[0] if host.endswith(":5000") else host
+    assert response.text == (f"400 Bad Request: Host {name!r} is not one this server answers "
+                             "to; add it to ALLOWED_HOSTS\n")
+    lines = access_lines(caplog)
+    assert len(lines) == 6 and lines[0] == f"refused Host {name!r} from 127.0.0.1: not in " \
+        "ALLOWED_HOSTS"
+
+
+def test_a_rebinding_page_can_neither_record_nor_delete_nor_read():
+    # The page's origin is http://attacker.example, and so is the Host it sends: the
+    # cross-site check alone saw a same-origin request.
+    app = make_app(username=None, password=None)
+    page = {"Host": REBINDING, "Origin": f"http://{REBINDING}"}
+    assert call(app, "/recordings", method="POST", headers=page).status_code == 400
+    assert call(app, "/recordings/a.mjpeg", method="DELETE", headers=page).status_code == 400
+    assert call(app, "/?action=snapshot", headers={"Host": REBINDING}).status_code == 400
+    # The same page on this server's own address still works.
+    own = {"Host": "192.168.1.20:5000", "Origin": "http://192.168.1.20:5000"}
+    assert call(app, "/recordings", method="POST", headers=own).status_code == 201
+
+
+@pytest.mark.parametrize("allowed,host,status", [
+    (("camera.example.org",), "camera.example.org", 200),
+    (("camera.example.org",), "CAMERA.example.org:443", 200),
+    (("camera.example.org",), "www.camera.example.org", 400),
+    (("camera.example.org",), REBINDING, 400),
+    (("*.example.org",), "cam1.example.org", 200),
+    (("*.example.org",), "a.b.example.org:8080", 200),
+    (("*.example.org",), "example.org", 400),  # *. is the names under it
+    (("*.example.org",), "evilexample.org", 400),
+    (("camera_srv",), "camera_srv:5000", 200),  # a Docker container's name
+    (("a.example", "b.example"), "b.example", 200),
+    (("*",), REBINDING, 200),  # opted out
+    (("*",), "bad host", 200),
+    (("camera.example.org",), "localhost", 200),  # the defaults stay
+])
+def test_allowed_hosts_adds_names_and_wildcards(allowed, host, status):
+    assert host_call(make_app(allowed_hosts=allowed), host).status_code == status
+
+
+def test_a_flood_of_refused_hosts_logs_a_bounded_number_of_lines(caplog):
+    app = make_app(window=1)
+    client = app.test_client()
+    start = time.monotonic()
+    for i in range(2000):
+        client.get("/status", headers={"Host": f"n{i}.{REBINDING}"})
+    windows = (time.monotonic() - start) / 1 + 2
+    assert len(access_lines(caplog)) <= windows * (access.LOG_LINES_PER_WINDOW + 1) < 400
+
+    def summary():
+        client.get("/status", headers={"Host": REBINDING})
+        return [line for line in access_lines(caplog) if "not logged" in line]
+    [line, *_] = wait_until(summary, timeout=3, message="the summary line")
+    assert re.fullmatch(r"\d+ more refused hosts not logged in the last 1 s", line)
+
+
+# -- framing (clickjacking) ------------------------------------------------------------
+
+@pytest.mark.parametrize("ancestors,policy", [
+    ((), "frame-ancestors 'self'"),
+    (("http://homeassistant.local:8123",),
+     "frame-ancestors 'self' http://homeassistant.local:8123"),
+    (("https://a.example", "https://*.b.example"),
+     "frame-ancestors 'self' https://a.example https://*.b.example"),
+])
+def test_pages_may_be_framed_only_by_this_server_and_frame_ancestors(ancestors, policy):
+    app = make_app(frame_ancestors=ancestors)
+    page = call(app, "/", headers=GOOD)
+    assert page.mimetype == "text/html" and page.headers["Content-Security-Policy"] == policy
+    # Streams, snapshots, status and errors carry none: an <img> anywhere still works.
+    for path in ("/video_feed", "/?action=snapshot", "/snapshot.jpg", "/status"):
+        assert "Content-Security-Policy" not in call(app, path, headers=GOOD).headers, path
+
+
+# -- the last line of defence: secrets in bodies ---------------------------------------
+
+def test_a_secret_in_any_text_body_is_masked_and_json_stays_json():
+    app = make_app(username=None, password=None)
+    redact.add_secret("bare-body-secret-5")
+    leak = ("Redis at redis://:body-pw-1@10.0.0.5:6379/0 said bare-body-secret-5; "
+            'source rtsp://u:body-pw-2@cam/live?token="body-pw-3"')
+
+    @app.route("/leak.txt")
+    def leak_text():
+        return Response(f"503 Service Unavailable: {leak}\n", 503, mimetype="text/plain")
+
+    @app.route("/leak.json")
+    def leak_json():
+        return jsonify(error=leak, cameras={"cam": {"error": leak}})
+
+    @app.route("/leak.html")
+    def leak_html():
+        return f"<p>{leak}</p>"
+
+    @app.route("/leak.jpg")
+    def leak_jpeg():
+        return Response(b"\xff\xd8" + leak.encode(), mimetype="image/jpeg")
+
+    for path in ("/leak.txt", "/leak.json", "/leak.html"):
+        body = call(app, path).text
+        assert all(f"body-pw-{n}" not in body for n in range(1, 4)), body
+        assert "bare-body-secret-5" not in body
+    assert call(app, "/leak.txt").text == (
+        "503 Service Unavailable: Redis at redis://:***@10.0.0.5:6379/0 said ***; source "
+        'rtsp://u:***@cam/live?token="***"\n')
+    data = call(app, "/leak.json").json  # still JSON, each string masked
+    assert data["error"] == data["cameras"]["cam"]["error"] and "***" in data["error"]
+    # Pictures and streams pass untouched.
+    assert call(app, "/leak.jpg").data == b"\xff\xd8" + leak.encode()
 
 
 # -- several workers: the lockout in Redis ---------------------------------------------

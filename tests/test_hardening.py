@@ -39,12 +39,59 @@ def test_a_source_outage_never_shows_or_logs_the_password(servers, env, secret):
     assert secret not in server.log()
 
 
+def test_redis_down_never_shows_its_password_in_any_answer_or_log_line(servers):
+    secret = "hunter22pw"
+    port = free_port()  # nothing listens there
+    server = servers("gevent", {"CAMERA": "redis",
+                                "REDIS_URL": f"redis://:{secret}@127.0.0.1:{port}/0"})
+    answers = [server.get("/status")]  # first: before the capture thread saw the outage
+    for path in ("/camera/camera/event", "/camera/camera/record", "/camera/camera/record/stop"):
+        answers.append(server.get(path, method="POST"))
+        assert answers[-1][0] == 503 and b"Redis at redis://:***@127.0.0.1" in answers[-1][2]
+    answers += [server.get("/snapshot.jpg"), server.get("/status"), server.get("/"),
+                server.get("/camera/camera/status")]
+    for code, headers, body in answers:
+        assert secret.encode() not in body and secret not in str(headers), body
+    assert "***" in server.status()["error"]
+    wait_until(lambda: "restarting the driver" in server.log(), timeout=10,
+               message="the outage logged")
+    assert "Redis at redis://:***@127.0.0.1" in server.log() and secret not in server.log()
+
+
+# -- Host names, proxies -------------------------------------------------------------------
+
+def test_a_dns_rebinding_page_cannot_record_or_read_on_a_real_server(servers):
+    server = servers("gevent", {"CAMERA": "counter", "RECORD_MODE": "events"})
+    page = {"Host": f"attacker.example:{server.port}",
+            "Origin": f"http://attacker.example:{server.port}"}
+    code, _, body = server.get("/camera/camera/event", headers=page, method="POST")
+    assert code == 400 and body == (b"400 Bad Request: Host 'attacker.example' is not one this "
+                                    b"server answers to; add it to ALLOWED_HOSTS\n")
+    assert server.get("/snapshot.jpg", headers={"Host": "attacker.example"})[0] == 400
+    own = {"Host": f"127.0.0.1:{server.port}", "Origin": f"http://127.0.0.1:{server.port}"}
+    assert server.get("/camera/camera/event", headers=own, method="POST")[0] == 202
+    wait_until(lambda: server.log().count("refused Host 'attacker.example' from 127.0.0.1") == 2,
+               timeout=5, message="one line per refusal")
+
+
+@pytest.mark.parametrize("host,warned", [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_proxy_hops_on_an_address_reachable_without_the_proxy_warns_once(servers, host, warned):
+    server = servers("dev", {"CAMERA": "counter", "PROXY_HOPS": "1", "HOST": host})
+    wait_until(lambda: "Booting worker" in server.log(), timeout=10, message="the worker")
+    assert server.get("/status")[0] == 200
+    lines = [line for line in server.log().splitlines() if "PROXY_HOPS=1" in line]
+    assert len(lines) == (1 if warned else 0), server.log()
+    if warned:
+        assert "WARNING" in lines[0] and "HOST=0.0.0.0" in lines[0]
+        assert "set HOST=127.0.0.1" in lines[0]
+
+
 # -- viewers that left, drivers that never return, snapshots -------------------------------
 
 def partial_viewer(port: int, path: str) -> socket.socket:
     """A client that reads the response head and first part, then goes quiet."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: camera\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     data = b""
     while data.count(b"Content-Type: image/jpeg") < 1 or len(data) < 2000:
         chunk = sock.recv(65536)
@@ -174,7 +221,7 @@ def test_python_app_py_is_gunicorn_with_a_gevent_worker_that_cuts_slow_clients(s
     slow = []
     for _ in range(20):  # slowloris: headers that never end
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        sock.sendall(b"GET /status HTTP/1.1\r\nHost: camera\r\nX-Slow: 1\r\n")
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
         slow.append(sock)
     started = time.monotonic()
     for sock in slow:

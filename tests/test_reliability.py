@@ -103,7 +103,7 @@ def test_storm_of_short_viewers_leaves_one_capture_run_and_no_leaks(servers, tmp
                 try:
                     if i % 3 == 0:  # gone before the response
                         with socket.create_connection(("127.0.0.1", server.port)) as s:
-                            s.sendall(b"GET /video_feed HTTP/1.1\r\nHost: x\r\n\r\n")
+                            s.sendall(b"GET /video_feed HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     else:
                         with server.stream() as short:
                             short.next_part()

@@ -121,6 +121,86 @@ def test_no_cors_headers_unless_configured(app_client):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
+# -- Host names and framing, as the app installs them ------------------------------------
+
+NGINX = {"Host": "camera.example.org", "X-Forwarded-For": "203.0.113.7",
+         "X-Forwarded-Proto": "https"}  # what the README's nginx example sends
+
+
+@pytest.mark.parametrize("env,headers,status", [
+    ({"PROXY_HOPS": "1"}, NGINX, 400),  # the nginx example needs ALLOWED_HOSTS
+    ({"PROXY_HOPS": "1", "ALLOWED_HOSTS": "camera.example.org"}, NGINX, 200),
+    ({"ALLOWED_HOSTS": "camera.example.org"}, NGINX, 200),
+    # a trusted proxy's X-Forwarded-Host is the host the browser asked for
+    ({"PROXY_HOPS": "1"}, {"Host": "127.0.0.1:5000", "X-Forwarded-Host": "attacker.example"},
+     400),
+    ({"PROXY_HOPS": "1", "ALLOWED_HOSTS": "*.example.org"},
+     {"Host": "127.0.0.1:5000", "X-Forwarded-Host": "camera.example.org"}, 200),
+    # without PROXY_HOPS nobody's X-Forwarded-Host is trusted: the Host counts
+    ({}, {"Host": "127.0.0.1:5000", "X-Forwarded-Host": "attacker.example"}, 200),
+    ({}, {"Host": "camera.local:5000"}, 200),  # the Home Assistant and OctoPrint recipes
+    ({"ALLOWED_HOSTS": "*"}, {"Host": "attacker.example"}, 200),
+])
+def test_the_host_rule_behind_a_proxy_and_the_readme_recipes(app_client, env, headers, status):
+    client = app_client(env)
+    for path in ("/", "/snapshot.jpg", "/status", "/?action=snapshot", "/camera/camera/status"):
+        response = get(client, path, headers=headers)
+        assert response.status_code == status, path
+    if status == 400:
+        name = headers.get("X-Forwarded-Host" if env else "Host", headers["Host"])
+        assert response.text == (f"400 Bad Request: Host {name!r} is not one this server "
+                                 "answers to; add it to ALLOWED_HOSTS\n")
+
+
+@pytest.mark.parametrize("env,policy", [
+    ({}, "frame-ancestors 'self'"),
+    ({"FRAME_ANCESTORS": "http://homeassistant.local:8123"},
+     "frame-ancestors 'self' http://homeassistant.local:8123"),
+])
+def test_only_pages_forbid_framing_and_streams_and_snapshots_stay_embeddable(app_client, env,
+                                                                             policy):
+    client = app_client(env)
+    for path in ("/", "/camera/camera/"):
+        response = client.get(path)
+        assert response.mimetype == "text/html" and b"<img" in response.data
+        assert response.headers["Content-Security-Policy"] == policy, path
+    for path in ("/video_feed", "/snapshot.jpg", "/?action=stream", "/?action=snapshot",
+                 "/camera/camera/video_feed", "/camera/camera/snapshot.jpg", "/status"):
+        response = get(client, path)
+        assert response.status_code == 200
+        assert "Content-Security-Policy" not in response.headers, path
+        assert "X-Frame-Options" not in response.headers, path
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("ALLOWED_HOSTS", "https://camera.example.org",
+     "ALLOWED_HOSTS='https://camera.example.org': expected host names such as "
+     "camera.example.org or *.example.org (space- or comma-separated, no scheme or port), "
+     "or '*' for any"),
+    ("ALLOWED_HOSTS", "camera.example.org:443", "ALLOWED_HOSTS='camera.example.org:443': "),
+    ("ALLOWED_HOSTS", "* camera.example.org", "'*' cannot be combined with names"),
+    ("FRAME_ANCESTORS", "homeassistant.local:8123",
+     "FRAME_ANCESTORS='homeassistant.local:8123': expected origins such as "
+     "http://homeassistant.local:8123 (scheme://host[:port], space-separated), or '*' for "
+     "any page"),
+    ("FRAME_ANCESTORS", "http://a.example; script-src *", "FRAME_ANCESTORS="),
+])
+def test_bad_allowed_hosts_and_frame_ancestors_are_one_line_errors(name, value, message):
+    import config
+
+    with pytest.raises(config.ConfigError) as error:
+        config.load({name: value})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_allowed_hosts_takes_commas_wildcards_and_international_names():
+    import config
+
+    settings = config.load({"ALLOWED_HOSTS": "Camera.Example.org, *.example.net kamera.bücher.de"})
+    assert settings.allowed_hosts == ("camera.example.org", "*.example.net",
+                                      "kamera.xn--bcher-kva.de")
+
+
 def test_the_gunicorn_write_patch_is_what_gunicorn_calls(monkeypatch):
     """gunicorn.conf.py sends each chunk with one sendmsg; if a gunicorn upgrade stops
     calling util.write_chunk, the ~20% saving would vanish silently: this fails then."""
