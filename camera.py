@@ -1,9 +1,9 @@
 """The emulated camera: cycles three JPEGs (1, 2, 3) at CAMERA_FPS (default 1).
 
 A camera with settings (a name of its own, a resolution, a rotation or flip, a JPEG
-quality) gets its pictures made once at start: the name drawn where the pictures say
-"emulated camera", then resized, turned and re-encoded, so several emulated cameras of a
-cameras file look different. Without settings the pictures are served untouched.
+quality) gets its pictures made once at start: "emulated camera" wiped off, resized,
+turned, its name drawn and re-encoded, so several emulated cameras of a cameras file
+look different. Without settings the pictures are served untouched.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class Camera(BaseCamera):
             time.sleep(max(0.0, due - time.monotonic()))
 
     def picture(self, jpeg: bytes) -> bytes:
-        """One picture as this camera's settings make it (once, at start: about 5 ms)."""
+        """One picture as this camera's settings make it: once, at start (5 ms at 640x480,
+        30 ms at 1280x720 on a busy 2-core x86)."""
         s = self.settings
         if (s.name, s.resolution, s.rotation, s.hflip, s.vflip, s.jpeg_quality) == (
                 DEFAULTS.name, None, 0, False, False, DEFAULTS.jpeg_quality):
@@ -56,9 +57,9 @@ class Camera(BaseCamera):
             image = cv2.rotate(image, ROTATIONS[s.rotation])
         if s.hflip or s.vflip:
             image = cv2.flip(image, -1 if s.hflip and s.vflip else (1 if s.hflip else 0))
-        height = image.shape[0]
-        scale = max(0.4, height / 480)
-        cv2.putText(image, s.name, (round(20 * scale), height - round(20 * scale)),
+        # The name at the top left: clear of the grid's labels, which are at the bottom.
+        scale = max(0.4, image.shape[0] / 480)
+        cv2.putText(image, s.name, (round(20 * scale), round(50 * scale)),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, round(2 * scale)),
                     cv2.LINE_AA)
         _, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
@@ -70,7 +71,8 @@ def fit(image: np.ndarray, width: int, height: int) -> np.ndarray:
     plain colour: another aspect ratio does not stretch the digits."""
     scale = min(width / image.shape[1], height / image.shape[0])
     inner = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    image = cv2.resize(image, inner, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    smooth = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    image = cv2.resize(image, inner, interpolation=smooth)
     left, top = (width - inner[0]) // 2, (height - inner[1]) // 2
     return cv2.copyMakeBorder(image, top, height - inner[1] - top, left,
                               width - inner[0] - left, cv2.BORDER_REPLICATE)
