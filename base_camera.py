@@ -30,14 +30,32 @@ __all__ = ["BaseCamera", "CameraClosed", "CameraError", "Frame", "Viewer", "PLAC
 log = logging.getLogger(__name__)
 
 STUCK_AFTER = 2.0  # seconds a stopped driver may take to return before it counts as stuck
+# The settings a driver applies to its pictures; the server applies the others (idle and
+# stall timeouts, recording, size variants) to every camera alike.
+DRIVER_SETTINGS = ("source", "resolution", "fps", "jpeg_quality", "rotation", "hflip", "vflip")
+_DEFAULTS = config.CameraSettings()
 
 # The settings of the camera being built, for classic drivers whose __init__ takes none.
 building: contextvars.ContextVar[config.CameraSettings | None] = contextvars.ContextVar(
     "building", default=None)
 
 
+def ignored_settings(settings: config.CameraSettings,
+                     supports: frozenset[str] | None) -> list[str]:
+    """The DRIVER_SETTINGS the user set (to other than their defaults) that a driver
+    supporting `supports` would ignore; none for a driver that does not say (None)."""
+    if supports is None:
+        return []
+    return [key for key in DRIVER_SETTINGS
+            if key not in supports and getattr(settings, key) != getattr(_DEFAULTS, key)]
+
+
 class BaseCamera:
     """A camera: its driver's capture run, the newest frame and its subscribers."""
+
+    # The DRIVER_SETTINGS this driver honours, so a setting it would ignore is said at
+    # start; None (drivers that do not declare it, such as classic ones): nothing is said.
+    supports: frozenset[str] | None = None
 
     def __init__(self, settings: config.CameraSettings | config.Settings | None = None) -> None:
         if settings is None:

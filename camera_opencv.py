@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from base_camera import BaseCamera, CameraError
+from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ def _fourcc(cap: cv2.VideoCapture) -> str:
 
 class Camera(BaseCamera):
     """Frames from cv2.VideoCapture, passed through when they are JPEG already."""
+
+    # All of them; but a network stream keeps its own rate (fps), and JPEGs passed
+    # through keep their own quality (jpeg_quality).
+    supports = frozenset(DRIVER_SETTINGS)
 
     def frames(self) -> Iterator[bytes]:
         source = self.settings.opencv_source

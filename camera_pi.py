@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 
 import native
-from base_camera import BaseCamera, CameraError
+from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError
 
 log = logging.getLogger(__name__)
 home_log = logging.getLogger(f"{__name__}.home")  # what runs on picamera2's home logs here
@@ -269,6 +269,8 @@ def _release(camera) -> None:
 
 class Camera(BaseCamera):
     """A Pi camera's MJPEG stream, one capture for every viewer."""
+
+    supports = frozenset(DRIVER_SETTINGS)  # rotation: 0 or 180 (else an error)
 
     def frames(self) -> Iterator[bytes]:
         try:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 import redis
 
 import config
-from base_camera import BaseCamera, CameraError, Frame
+from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError, Frame
 from jpeg import split_comment, with_comment
 from recording import RecordingError
 from redact import display_url
@@ -68,6 +68,9 @@ def unpack(message: bytes) -> tuple[bytes, float | None]:
 
 class Camera(BaseCamera):
     """CAMERA=redis: frames from the publisher, through the camera's Redis channel."""
+
+    # The publisher's driver applies them (and says which it ignores).
+    supports = frozenset(DRIVER_SETTINGS)
 
     def __init__(self, settings: config.CameraSettings | None = None) -> None:
         super().__init__(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import logging
 import pkgutil
 import sys
 import time
@@ -23,6 +24,7 @@ from recording import Recorders
 from variants import Variants
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 
 
 def _on_path() -> None:
@@ -70,6 +72,10 @@ def build(settings: config.CameraSettings) -> BaseCamera:
     if not (isinstance(cls, type) and issubclass(cls, BaseCamera)):
         raise config.ConfigError(f"{named}: {module.__file__} has no Camera class subclassing "
                                  "BaseCamera")
+    ignored = base_camera.ignored_settings(settings, cls.supports)
+    if ignored:  # else a setting seems to do nothing, and nothing says why
+        log.warning("camera %s: driver %s ignores %s", settings.name,
+                    settings.driver or "emulated", ", ".join(ignored))
     token = base_camera.building.set(settings)
     try:
         # Classic drivers define __init__(self): BaseCamera finds their settings.

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import statistics
 import sys
 import time
+from dataclasses import replace
 
+import cv2
+import numpy as np
 import pytest
 
-from base_camera import PLACEHOLDER_JPEG
-from conftest import DRIVERS, events, wait_until
+import camera
+import cameras
+import config
+from base_camera import PLACEHOLDER_JPEG, jpeg_size
+from conftest import DRIVERS, ROOT, events, wait_until
 from test_config import run_to_exit
 
 sys.path.insert(0, str(DRIVERS))
@@ -172,8 +180,6 @@ def test_a_bad_cameras_file_stops_every_entry_point(tmp_path, mode):
 
 
 def test_a_key_a_camera_leaves_out_takes_the_environments_value(tmp_path):
-    import config
-
     path = tmp_path / "cams.toml"
     path.write_text('[cameras.a]\nfps = 5\nzoom = 2\n[cameras.b]\ndriver = "opencv"\n'
                     'source = "/dev/video2"\n')
@@ -184,3 +190,92 @@ def test_a_key_a_camera_leaves_out_takes_the_environments_value(tmp_path):
                                                                           {"zoom": 2})
     assert (b.name, b.driver, b.fps, b.source, b.channel) == ("b", "opencv", 12, "/dev/video2",
                                                               "camera:b")
+
+
+# -- the emulated camera's settings, and the settings a driver ignores ----------------------
+
+def emulated(**settings):
+    """The emulated camera's three pictures as a camera with these settings makes them,
+    decoded, with the JPEGs."""
+    cam = camera.Camera(replace(config.CameraSettings(), **settings))
+    jpegs = [cam.picture((camera.IMAGES / f"{n}.jpg").read_bytes()) for n in (1, 2, 3)]
+    return jpegs, [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+
+
+def test_the_emulated_camera_draws_its_name_and_turns_flips_sizes_and_encodes_its_pictures():
+    _, (plain, *_) = emulated(name="camera", jpeg_quality=95)  # re-encoded, the label redrawn
+    different = lambda a, b: float(np.abs(a.astype(int) - b.astype(int)).mean())  # noqa: E731
+    _, (named, *_) = emulated(name="a", jpeg_quality=95)
+    label, old_label = (slice(15, 60), slice(10, 80)), (slice(440, 462), slice(20, 212))
+    assert different(named[label], plain[label]) > 5  # "a" is not "camera"
+    background = named[5, 5].astype(int)
+    assert np.abs(named[old_label].astype(int) - background).max() < 40  # "emulated camera" gone
+    assert different(named[100:420], plain[100:420]) < 2  # the digit untouched
+
+    _, (turned, *_) = emulated(name="a", rotation=90, jpeg_quality=95)
+    assert turned.shape == (640, 480, 3)
+    digit = (slice(160, 440), slice(45, 480))  # the turned digit, clear of either name
+    assert different(turned[digit], cv2.rotate(plain, cv2.ROTATE_90_CLOCKWISE)[digit]) < 2
+    _, (flipped, *_) = emulated(name="a", hflip=True, vflip=True, jpeg_quality=95)
+    assert different(flipped[100:420], cv2.flip(plain, -1)[100:420]) < 2
+
+    wide, (picture, *_) = emulated(name="a", resolution=(1280, 720))
+    assert jpeg_size(wide[0]) == (1280, 720)
+    # Fitted, not stretched: the sides are the background, the digit keeps its shape.
+    assert np.abs(picture[100:, :150].astype(int) - background).max() < 40
+    digit = cv2.resize(plain, None, fx=1.5, fy=1.5)[150:630]
+    assert different(picture[150:630, 160:1120], digit) < 4
+
+    coarse, _ = emulated(name="a", jpeg_quality=30)
+    fine, _ = emulated(name="a", jpeg_quality=95)
+    assert sum(map(len, coarse)) < 0.6 * sum(map(len, fine))
+    reference = cv2.imencode(".jpg", plain, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    assert quantisation(coarse[0]) == quantisation(reference)  # encoded at quality 30
+
+
+def quantisation(jpeg: bytes) -> bytes:
+    """A JPEG's first quantisation table segment (DQT): what its quality made."""
+    start = jpeg.index(b"\xff\xdb")
+    return jpeg[start:start + 2 + int.from_bytes(jpeg[start + 2:start + 4], "big")]
+
+
+def test_a_setting_the_driver_does_not_apply_is_logged_once_at_start(caplog):
+    caplog.set_level(logging.WARNING, logger="cameras")
+    base = config.CameraSettings()
+    cameras.build(replace(base, name="front", source="/dev/video0", rotation=90, fps=5))
+    cameras.build(replace(base, name="side", jpeg_quality=80))  # the default: nothing to say
+    cameras.build(replace(base, name="usb", driver="opencv", rotation=90, source="/dev/video0"))
+    cameras.build(replace(base, name="old", driver="counter", rotation=90))  # declares nothing
+    assert [r.getMessage() for r in caplog.records] == [
+        "camera front: driver emulated ignores source"]
+
+
+TRY_IT = ROOT / "examples" / "cameras.toml"
+
+
+def readme_try_it() -> tuple[str, str]:
+    """The README's try-it cameras file and the command that serves it."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- try-it.*?-->\n```toml\n(.*?)```\n\n```sh\n(.*?)\n```", text, re.S)
+    assert block, "the README has no try-it block"
+    return block[1], block[2]
+
+
+def test_the_readmes_try_it_file_serves_three_different_cameras_at_their_sizes(servers):
+    toml, command = readme_try_it()
+    assert toml == TRY_IT.read_text()
+    *assignments, python, script = command.split()
+    assert (python, script) == (".venv/bin/python", "app.py")  # what mode "dev" runs
+    server = servers("dev", dict(a.split("=", 1) for a in assignments))
+    assert list(server.status()["cameras"]) == ["front", "door", "garden"]
+    pictures = {}
+    for name, size in (("front", (1280, 720)), ("door", (480, 640)), ("garden", (320, 240))):
+        code, _, body = server.get(f"/camera/{name}/snapshot.jpg")
+        assert code == 200 and jpeg_size(body) == size, name
+        pictures[name] = cv2.resize(cv2.imdecode(np.frombuffer(body, np.uint8), 1), (64, 64))
+    for a, b in (("front", "door"), ("door", "garden"), ("front", "garden")):
+        assert np.abs(pictures[a].astype(int) - pictures[b].astype(int)).mean() > 5, (a, b)
+    with server.stream("/camera/front/video_feed") as stream:
+        stamps = [float(p.headers["x-timestamp"]) for p in stream.frames(4)]
+    assert 0.15 < (stamps[-1] - stamps[0]) / 3 < 0.25  # fps = 5
+    assert "ignores" not in server.log()

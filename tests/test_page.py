@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import DRIVERS, need_tool, wait_until
+from conftest import DRIVERS, ROOT, need_tool, wait_until
 
 sys.path.insert(0, str(DRIVERS))
 from camera_colors import JPEGS, PALETTE  # noqa: E402
@@ -29,6 +31,29 @@ const tops = [...bar.children].filter(e => e.offsetWidth).map(e => e.getBounding
 return bar.scrollWidth <= bar.clientWidth && tops.every(r => r.top === tops[0].top ||
     Math.abs((r.top + r.height / 2) - (tops[0].top + tops[0].height / 2)) < 4);
 """
+
+
+TILES = """
+return [...document.querySelectorAll('.tile')].map(tile => {
+  const img = tile.querySelector('img');
+  const box = img.getBoundingClientRect();
+  return {name: tile.dataset.name, live: tile.dataset.mode === 'stream',
+          loaded: img.complete && img.naturalWidth > 0, src: img.getAttribute('src') || '',
+          left: box.left, top: box.top, right: box.right, bottom: box.bottom,
+          width: box.width, height: box.height};
+});
+"""
+LIVE_TILES = "return [...document.querySelectorAll('.tile[data-mode=stream] img')]" \
+    ".filter(i => i.complete && i.naturalWidth).length"
+PAGE = "return [innerWidth, innerHeight, document.documentElement.scrollWidth, " \
+    "document.documentElement.scrollHeight, devicePixelRatio]"
+
+
+def viewport(browser, width: int, height: int) -> None:
+    """The page's viewport exactly width x height CSS pixels (a window's size includes
+    the browser's own bars), at one device pixel per CSS pixel."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
 
 
 @pytest.fixture
@@ -120,21 +145,21 @@ def test_page_controls_figures_snapshot_embed_and_hidden_stream(browser, servers
     wait_until(lambda: server.status()["viewers"] == 0, timeout=5, message="stream stopped")
     browser.execute_script(hide % "false")
     wait_until(lambda: server.status()["viewers"] == 1, timeout=5, message="stream resumed")
-    browser.save_screenshot("/tmp/viewer.png")
+    browser.save_screenshot(str(tmp_path / "viewer.png"))
     for width in (390, 320):  # phones: the controls fit the width on one line
         browser.set_window_size(width, 844)
         assert browser.execute_script(ONE_LINE), f"the controls wrap at {width} px"
-    browser.save_screenshot("/tmp/viewer-phone.png")
+    browser.save_screenshot(str(tmp_path / "viewer-phone.png"))
 
 
-def test_page_shows_when_the_camera_is_unavailable(browser, servers):
+def test_page_shows_when_the_camera_is_unavailable(browser, servers, tmp_path):
     server = servers("gevent", {"CAMERA": "faulty", "FAULT": "open"})
     browser.get(server.url + "/")
     banner = browser.find_element("id", "banner")
     wait_until(banner.is_displayed, timeout=10, message="the banner")
     assert banner.text == "Camera unavailable: no camera at /dev/video9"
     assert browser.find_element("id", "state").text == "unavailable"
-    browser.save_screenshot("/tmp/viewer-down.png")
+    browser.save_screenshot(str(tmp_path / "viewer-down.png"))
 
 
 def test_grid_shows_every_camera_with_at_most_four_streams_open(browser, servers, tmp_path):
@@ -143,6 +168,7 @@ def test_grid_shows_every_camera_with_at_most_four_streams_open(browser, servers
     path.write_text("".join(f'[cameras.cam{i}]\ndriver = "solid"\nfps = 5\ncolor = "{c}"\n'
                             for i, c in enumerate(colours)))
     server = servers("gevent", {"CAMERAS_FILE": str(path)})
+    viewport(browser, 1280, 800)
     browser.get(server.url + "/")
     tiles = browser.find_elements("css selector", ".tile")
     assert [t.get_attribute("data-name") for t in tiles] == [f"cam{i}" for i in range(6)]
@@ -156,14 +182,152 @@ def test_grid_shows_every_camera_with_at_most_four_streams_open(browser, servers
         assert sum(c["viewers"] for c in cameras.values()) <= 4
         time.sleep(0.2)
     assert sum(c["viewers"] for c in server.status()["cameras"].values()) == 4
-    browser.save_screenshot("/tmp/grid.png")
+    # Six fit a desktop screen, three by two, each tile at least 320 wide.
+    assert browser.execute_script(PAGE)[:4] == [1280, 800, 1280, 800]
+    boxes = browser.execute_script(TILES)
+    assert all(0 <= b["left"] and b["right"] <= 1280 and 0 <= b["top"] and b["bottom"] <= 800
+               and b["width"] >= 320 for b in boxes), boxes
+    assert len({round(b["top"]) for b in boxes}) == 2
+    browser.save_screenshot(str(tmp_path / "grid.png"))
     tiles[5].click()
     wait_until(lambda: browser.current_url.endswith("/camera/cam5/"), timeout=5)
     assert browser.find_element("id", "stream").get_attribute("src").startswith(
         server.url + "/camera/cam5/video_feed")
-    browser.set_window_size(390, 844)
+    # Six do not fit a phone: one column of tiles the phone's width, scrolling.
+    viewport(browser, 390, 844)
     browser.get(server.url + "/")
-    browser.save_screenshot("/tmp/grid-phone.png")
+    wait_until(lambda: browser.execute_script(LIVE_TILES), timeout=10, message="live tiles")
+    assert browser.execute_script("return document.querySelector('.grid-page.fit')") is None
+    assert browser.execute_script("return document.documentElement.scrollHeight") > 844
+    widths = [t.rect["width"] for t in browser.find_elements("css selector", ".tile")]
+    assert all(w == widths[0] and 320 <= w <= 390 for w in widths), widths
+    browser.save_screenshot(str(tmp_path / "grid-phone.png"))
+
+
+LADDER = (160, 320, 480, 640, 960, 1280, 1920)
+TRY_IT = {"front": (1280, 720), "door": (480, 640), "garden": (320, 240)}  # their frames
+
+
+def wanted_width(box: dict, dpr: float) -> int | None:
+    """The ?width= a tile should ask for: the smallest ladder width covering its picture
+    as shown (letterboxed), in device pixels; None (its own frames) from there up."""
+    own_width, own_height = TRY_IT[box["name"]]
+    shown = min(box["width"], box["height"] * own_width / own_height) * dpr
+    step = next((w for w in LADDER if w >= shown), None)
+    return None if step is None or step >= own_width else step
+
+
+def asked_width(src: str) -> int | None:
+    query = parse_qs(urlsplit(src).query)
+    assert query["fps"] == ["5"], src
+    return int(query["width"][0]) if "width" in query else None
+
+
+def grid_settled(browser, expected: dict | None = None):
+    """The tiles, once each of the three is live with a picture and asks for its size."""
+    boxes = browser.execute_script(TILES)
+    if not all(b["live"] and b["loaded"] for b in boxes):
+        return None
+    dpr = browser.execute_script(PAGE)[4]
+    asked = {b["name"]: asked_width(b["src"]) for b in boxes}
+    wanted = expected or {b["name"]: wanted_width(b, dpr) for b in boxes}
+    return boxes if asked == wanted else None
+
+
+@pytest.mark.parametrize("width,height,expected", [
+    (1280, 800, {"front": 640, "door": 320, "garden": None}),  # two by two
+    (1920, 1080, {"front": 960, "door": None, "garden": None}),  # door: 480 is its own
+    (390, 844, {"front": 480, "door": 320, "garden": None}),  # a phone: one above the other
+])
+def test_the_grid_fills_the_window_and_each_tile_asks_for_its_size(
+        browser, servers, tmp_path, width, height, expected):
+    server = servers("gevent", {"CAMERAS_FILE": str(ROOT / "examples" / "cameras.toml")})
+    for name in TRY_IT:  # the cameras' sizes are in /status before the page asks
+        assert server.get(f"/camera/{name}/snapshot.jpg")[0] == 200
+    viewport(browser, width, height)
+    browser.get(server.url + "/")
+    boxes = wait_until(lambda: grid_settled(browser), timeout=15,
+                       message="three live tiles asking for their sizes")
+    browser.save_screenshot(str(tmp_path / f"grid-{width}x{height}.png"))
+    assert {b["name"]: asked_width(b["src"]) for b in boxes} == expected
+    assert browser.execute_script(PAGE)[:4] == [width, height, width, height]  # no scrolling
+    for b in boxes:
+        assert 0 <= b["left"] < b["right"] <= width and 0 <= b["top"] < b["bottom"] <= height
+    # Letterboxed, not cropped: each picture's own aspect inside its tile.
+    fits = browser.execute_script(
+        "return [...document.querySelectorAll('.tile img')].map(i => getComputedStyle(i)"
+        ".objectFit)")
+    assert fits == ["contain"] * 3
+    assert sum(b["width"] * b["height"] for b in boxes) > 0.6 * width * height  # it fills
+    assert server.status()["viewers"] == 3
+
+
+def test_the_grid_asks_again_when_a_tile_outgrows_its_size_not_for_a_few_pixels(
+        browser, servers):
+    server = servers("gevent", {"CAMERAS_FILE": str(ROOT / "examples" / "cameras.toml")})
+    for name in TRY_IT:
+        assert server.get(f"/camera/{name}/snapshot.jpg")[0] == 200
+    viewport(browser, 1280, 800)
+    browser.get(server.url + "/")
+    wait_until(lambda: grid_settled(browser, {"front": 640, "door": 320, "garden": None}),
+               timeout=15, message="the grid at 1280x800")
+    viewport(browser, 1310, 800)  # the front tile is 644 wide: 640 is too small now
+    boxes = wait_until(lambda: grid_settled(browser, {"front": 960, "door": 320,
+                                                      "garden": None}),
+                       timeout=10, message="960 wide for the front camera")
+    sources = [b["src"] for b in boxes]
+    viewport(browser, 1290, 800)  # 634 wide: 640 would do, but not for 10 pixels
+    time.sleep(1.0)  # more than grid.js's SETTLE: it has chosen again by now
+    assert [b["src"] for b in browser.execute_script(TILES)] == sources
+    assert server.status()["viewers"] == 3
+    hide = "Object.defineProperty(document, 'hidden', {value: true, configurable: true});" \
+           "document.dispatchEvent(new Event('visibilitychange'));"
+    browser.execute_script(hide)  # a hidden tab holds no stream
+    wait_until(lambda: server.status()["viewers"] == 0, timeout=5, message="streams closed")
+
+
+def test_the_grid_scripts_ladder_is_the_servers():
+    import variants
+
+    script = (ROOT / "static" / "grid.js").read_text()
+    ladder = re.search(r"const LADDER = \[([\d, ]+)\]", script)
+    assert ladder and tuple(map(int, ladder[1].split(","))) == variants.WIDTHS == LADDER
+
+
+WIDE, TV, PORTRAIT = 4 / 3, 16 / 9, 3 / 4
+COLUMNS = [  # (aspects, width, height): columns, None when the grid scrolls
+    (([WIDE] * 2, 1280, 800), 2),  # two side by side
+    (([TV] * 2, 1920, 1080), 2),
+    (([TV] * 2, 1280, 800), 1),  # one above the other: 691 wide, not 629
+    (([TV] * 3, 1280, 800), 2), (([TV] * 4, 1920, 1080), 2),  # two by two
+    (([TV, PORTRAIT, WIDE], 1280, 800), 2),
+    (([TV] * 3, 390, 844), 1),  # a phone: one column
+    (([TV] * 9, 1280, 800), 3),  # 416x256 tiles still fit
+    (([TV] * 16, 1280, 800), None), (([WIDE] * 6, 390, 844), None),  # these scroll
+    (([TV] * 2, 300, 400), 1),  # a window narrower than a tile: one column
+]
+WIDTHS = [  # (shown, own, current): the ?width= asked for, 0 for the camera's own frames
+    ((628, 1280, None), 640), ((641, 1280, None), 960), ((100, 1280, None), 160),
+    ((517, 320, None), 0),  # 640 is more than the camera's own 320
+    ((2500, 4000, None), 0),  # past the ladder's top
+    ((633, 1280, 960), 960),  # a few pixels under 640: the stream stays as it is
+    ((570, 1280, 960), 640),  # far under: smaller
+    ((700, 1280, 640), 960),  # too small: larger at once
+    ((300, 480, 0), 0),  # 320 would cover it, but only just
+    ((250, 480, 0), 320),  # its own frames are far too big now
+]
+
+
+def test_the_grid_takes_the_columns_showing_pictures_largest_and_the_width_covering_them(
+        browser, servers):
+    server = servers("gevent", {"CAMERAS_FILE": str(ROOT / "examples" / "cameras.toml")})
+    browser.get(server.url + "/")
+    call = "return window[arguments[0]](...arguments[1])"
+    for (aspects, width, height), columns in COLUMNS:
+        assert browser.execute_script(call, "fitColumns", [aspects, width, height, 8]) == \
+            columns, (len(aspects), width, height)
+    for args, width in WIDTHS:
+        assert browser.execute_script(call, "chooseWidth", list(args)) == width, args
 
 
 def test_page_opened_with_credentials_in_its_url_works(browser, servers, tmp_path):
