@@ -256,7 +256,8 @@ TRY_IT = ROOT / "examples" / "cameras.toml"
 def readme_try_it() -> tuple[str, str]:
     """The README's try-it cameras file and the command that serves it."""
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- try-it.*?-->\n```toml\n(.*?)```\n\n```sh\n(.*?)\n```", text, re.S)
+    block = re.search(r"<!-- try-it.*?-->\n```toml\n(.*?)```\n\n<!-- checked: try-it -->\n"
+                      r"```sh\n(.*?)\n```", text, re.S)
     assert block, "the README has no try-it block"
     return block[1], block[2]
 

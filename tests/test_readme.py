@@ -216,7 +216,8 @@ def checked_block(name: str) -> list[str]:
     return [line for line in block[1].splitlines() if line and not line.startswith("#")]
 
 
-CHECKED = {"cameras-file", "recording-http", "recording-files", "timelapse", "redis"}
+# Each name's test: here, but "try-it" is tests/test_cameras.py's (the example cameras).
+CHECKED = {"cameras-file", "try-it", "recording-http", "recording-files", "timelapse", "redis"}
 
 
 def test_every_shell_block_in_the_readme_is_run_by_a_test():
