@@ -175,6 +175,9 @@ class Recorder:
         self._queue: _Queue | None = None
         self._retry_at = 0.0
         self._retention_at = 0.0
+        # This camera's clips being played (recordings_http adds and removes them):
+        # each has end(), which close() calls so that shutdown ends playback too.
+        self.players: set = set()
 
     # -- control (any thread; never blocks on disk) ----------------------------------
 
@@ -272,10 +275,17 @@ class Recorder:
         `wait` seconds for that; call again with a wait to wait more."""
         # No lock: this runs in signal handlers too, which may have interrupted a holder.
         self._closed = True
+        for player in list(self.players):
+            player.end()
         done = self._thread_done if self._running else None
         self._wakeup.wake()
         if done is not None and wait > 0 and not done.wait(wait):
             log.warning("%s: the recording was not finished within %.1f s", self.name, wait)
+
+    @property
+    def closed(self) -> bool:
+        """close() was called (the server shuts down)."""
+        return self._closed
 
     def _forward(self, command: str, **args):
         """Not the camera's owner (a CAMERA=redis web worker): hand the command to the
@@ -714,6 +724,7 @@ class Recorder:
                 "dropped": self.dropped,
                 "files_written": self.files_written,
                 "events": self.events,
+                "players": len(self.players),
                 "queued": len(queue) if queue is not None and self._running else 0,
                 "error": self.error,
                 "pre_event_buffer": ({"seconds": s.pre_event, "frames": self._ring_frames,

@@ -33,10 +33,9 @@ bp = Blueprint("recordings", __name__, cli_group=None)
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 100000
 MAX_PLAYERS = 8  # clips played at once by this process (each is one reading thread)
-NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0"}
-STREAM_HEADERS = {**NO_CACHE, "X-Accel-Buffering": "no"}
+NO_CACHE = mjpeg.NO_CACHE  # the live stream's: one set
 
-_players = 0
+_players: set[_Player] = set()  # every clip this process plays (each recorder's, too)
 _players_lock = threading.Lock()
 
 
@@ -167,7 +166,6 @@ def delete(name: str, file: str):
 @bp.get("/camera/<name>/recordings/<file>/play", merge_slashes=False)
 def play(name: str, file: str):
     """The clip as an MJPEG stream at its recorded pace, for an <img>."""
-    global _players
     recorder = _recorder(name)
     path = _recording_path(recorder, file)
     advance = request.args.get("advance_headers")
@@ -175,37 +173,44 @@ def play(name: str, file: str):
         abort(400, "advance_headers must be 0 or 1")
     advance = mjpeg.is_browser(request.headers) if advance is None else advance == "1"
     if request.method == "HEAD":
-        return Response(b"", headers=STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
+        return Response(b"", headers=mjpeg.STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
     _control(recording.load_av)
+    if recorder.closed:
+        abort(503, "the server is shutting down")
     with _players_lock:
-        if _players >= MAX_PLAYERS:
+        if len(_players) >= MAX_PLAYERS:
             return Response(f"503 Service Unavailable: {MAX_PLAYERS} clips are playing "
                             "already\n", 503, {"Retry-After": "5"}, mimetype="text/plain")
-        _players += 1
-    player = _Player(path)
-    viewer = player.fanout.subscribe()  # before the reader starts: no frame is missed
-    player.start()
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    settings = current_app.config.get("SETTINGS")
-    if sock is not None and settings is not None:
-        sock.settimeout(settings.send_timeout)
-    response = Response(mjpeg.stream(viewer, advance, None, sock), headers=STREAM_HEADERS,
-                        content_type=mjpeg.MIMETYPE, direct_passthrough=True)
+        player = _Player(path)
+        _players.add(player)
+        recorder.players.add(player)
+    viewer = None
 
-    @response.call_on_close
-    def ended():
-        global _players
-        viewer.close()
+    def release() -> None:
+        """The response is over, however it ended: the player's thread, file and slot."""
+        if viewer is not None:
+            viewer.close()
         player.stop()
         with _players_lock:
-            _players -= 1
+            _players.discard(player)
+            recorder.players.discard(player)
 
-    return response
+    try:
+        viewer = player.fanout.subscribe()  # before the reader starts: no frame is missed
+        player.start()
+        sock = mjpeg.client_socket(request.environ)
+        settings = current_app.config.get("SETTINGS")
+        return mjpeg.stream_response(mjpeg.stream(viewer, advance, None, sock), release,
+                                     sock, settings.send_timeout if settings else None)
+    except BaseException:
+        release()
+        raise
 
 
 class _Player:
     """Reads a clip's packets in a native thread and publishes them into its own Fanout
-    at the recorded pace; the stream ends (fanout closed) after the last frame."""
+    at the recorded pace; the stream ends (fanout closed) after the last frame, or
+    once `end()` asks (the server shuts down)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -216,6 +221,11 @@ class _Player:
 
     def start(self) -> None:
         native.start_thread(self._run, ())
+
+    def end(self) -> None:
+        """End the stream now (any thread, signal handlers too: takes no lock): the
+        reader wakes, stops and closes the fanout, so the viewer's stream ends."""
+        self._stop.set()
 
     def stop(self) -> None:
         """The response is over (any thread of the request): stop reading and free the
@@ -242,7 +252,7 @@ class _Player:
                     if t0 is None:
                         t0 = now - t
                     delay = t0 + t - now
-                    if delay > 0 and self._stop.wait(delay):
+                    if self._stop.wait(delay) if delay > 0 else self._stop.is_set():
                         return
                     with self._lock:
                         if self._stopped:
