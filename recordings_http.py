@@ -318,13 +318,32 @@ def _still_time(day: str, still: str) -> float | None:
         return None
 
 
+MIN_TIMELAPSE_FPS, MAX_TIMELAPSE_FPS = 0.1, 240.0
+
+
+def _timelapse_fps(ctx, param, raw: str) -> float:
+    """--fps as a finite number in range, else one line (click's FloatRange lets nan
+    through, and its usage errors take three lines)."""
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = math.nan
+    if not (math.isfinite(fps) and MIN_TIMELAPSE_FPS <= fps <= MAX_TIMELAPSE_FPS):
+        raise click.ClickException(
+            f"--fps must be a number of frames per second from {MIN_TIMELAPSE_FPS:g} to "
+            f"{MAX_TIMELAPSE_FPS:g}, not {raw!r}")
+    return fps
+
+
 @bp.cli.command("timelapse")
 @click.argument("camera")
 @click.option("--day", help="the day's stills, YYYY-MM-DD (default: today)")
-@click.option("--fps", type=click.FloatRange(min=0.1, max=240), default=25.0,
-              show_default=True, help="frames per second of the video")
+@click.option("--fps", default="25", callback=_timelapse_fps, show_default=True, metavar="NUMBER",
+              help=f"frames per second of the video ({MIN_TIMELAPSE_FPS:g} to "
+                   f"{MAX_TIMELAPSE_FPS:g})")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="where to write it (default: beside the stills)")
+              help="where to write it (default: beside the stills); an existing regular "
+                   "file is replaced, anything else is refused")
 def timelapse_command(camera: str, day: str | None, fps: float, output: Path | None):
     """Make a video of a camera's timelapse stills of one day (no re-encoding)."""
     recorders = current_app.extensions.get("recorders") or {}
@@ -339,6 +358,11 @@ def timelapse_command(camera: str, day: str | None, fps: float, output: Path | N
     if not stills:
         raise click.ClickException(f"no timelapse stills of {camera} on {day} in {folder}")
     out = output or folder / recording.timelapse_video_name(camera, day)
+    # The video is renamed over `out` once complete: that would put a regular file in
+    # place of a device (/dev/full, as root), a FIFO or a socket.
+    if out.exists() and not out.is_file():
+        raise click.ClickException(f"{'--output ' if output else ''}{out} exists and is "
+                                   "not a regular file: not replaced")
     try:
         frames = recording.make_timelapse(stills, out, fps, camera)
     except (recording.RecordingError, OSError) as exc:
