@@ -5,6 +5,9 @@ Chrome draws a part only once it has parsed the NEXT part's headers, so browsers
 those headers right after each frame ("advance headers"); ffmpeg, OpenCV and scripts
 read exactly one frame by its Content-Length. Either part is built once per frame and
 shared by every viewer of that frame.
+
+Every stream response (the live stream, clip playback) is made by `stream_response`,
+which gives back what the stream holds once its client is gone, however it went.
 """
 
 from __future__ import annotations

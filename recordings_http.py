@@ -198,6 +198,8 @@ def play(name: str, file: str):
     try:
         viewer = player.fanout.subscribe()  # before the reader starts: no frame is missed
         player.start()
+        if recorder.closed:  # shutdown began since the check above: end with the rest
+            player.end()
         sock = mjpeg.client_socket(request.environ)
         settings = current_app.config.get("SETTINGS")
         return mjpeg.stream_response(mjpeg.stream(viewer, advance, None, sock), release,
@@ -338,8 +340,8 @@ def _timelapse_fps(ctx, param, raw: str) -> float:
 @bp.cli.command("timelapse")
 @click.argument("camera")
 @click.option("--day", help="the day's stills, YYYY-MM-DD (default: today)")
-@click.option("--fps", default="25", callback=_timelapse_fps, show_default=True, metavar="NUMBER",
-              help=f"frames per second of the video ({MIN_TIMELAPSE_FPS:g} to "
+@click.option("--fps", default="25", callback=_timelapse_fps, show_default=True,
+              metavar="NUMBER", help=f"frames per second of the video ({MIN_TIMELAPSE_FPS:g} to "
                    f"{MAX_TIMELAPSE_FPS:g})")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="where to write it (default: beside the stills); an existing regular "
