@@ -184,26 +184,23 @@ def play(name: str, file: str):
         player = _Player(path)
         _players.add(player)
         recorder.players.add(player)
-    viewer = None
 
     def release() -> None:
         """The response is over, however it ended: the player's thread, file and slot."""
-        if viewer is not None:
-            viewer.close()
         player.stop()
         with _players_lock:
             _players.discard(player)
             recorder.players.discard(player)
 
     try:
-        viewer = player.fanout.subscribe()  # before the reader starts: no frame is missed
         player.start()
         if recorder.closed:  # shutdown began since the check above: end with the rest
             player.end()
         sock = mjpeg.client_socket(request.environ)
         settings = current_app.config.get("SETTINGS")
-        return mjpeg.stream_response(mjpeg.stream(viewer, advance, None, sock), release,
-                                     sock, settings.send_timeout if settings else None)
+        return mjpeg.stream_response(mjpeg.stream(player.viewer, advance, None, sock),
+                                     release, sock,
+                                     settings.send_timeout if settings else None)
     except BaseException:
         release()
         raise
@@ -214,9 +211,12 @@ class _Player:
     at the recorded pace; the stream ends (fanout closed) after the last frame, or
     once `end()` asks (the server shuts down)."""
 
+    LAST_FRAME_WAIT = 2.0  # seconds the end waits for the viewer to take the last frame
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fanout = Fanout()  # made in the request's thread: its hub wakes the viewer
+        self.viewer = self.fanout.subscribe()  # before the reader starts: none is missed
         self._lock = native.allocate_lock()
         self._stopped = False
         self._stop = native.Flag()
@@ -230,8 +230,10 @@ class _Player:
         self._stop.set()
 
     def stop(self) -> None:
-        """The response is over (any thread of the request): stop reading and free the
-        fanout's watcher; the reader never touches the fanout after this."""
+        """The response is over (any thread of the request): stop reading, let the
+        viewer go and free the fanout's watcher; the reader never touches the fanout
+        after this."""
+        self.viewer.close()
         with self._lock:
             self._stopped = True
             self._stop.set()
@@ -262,6 +264,12 @@ class _Player:
                         self.fanout.publish(bytes(packet),
                                             start + t if start is not None else None)
                 self._stop.wait(min(gap, 1.0))  # the last frame shows for its time too
+                # A viewer raises CameraClosed without taking a frame it has not taken yet:
+                # on a busy machine its thread may not have run since the last publish.
+                deadline = time.monotonic() + self.LAST_FRAME_WAIT
+                while (self.viewer.last_seq < self.fanout.seq and not self.viewer.closed
+                       and time.monotonic() < deadline and not self._stop.wait(0.01)):
+                    pass
         except Exception as exc:  # noqa: BLE001 - a cut or unreadable file just ends
             log.info("playing %s ended early: %s", self.path.name, exc)
         finally:
