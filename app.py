@@ -31,12 +31,8 @@ from cameras import Cameras
 log = logging.getLogger("app")
 
 SNAPSHOT_TIMEOUT = 4.0  # OctoPrint gives a snapshot 5 s, Home Assistant 10 s
-NO_CACHE = {
-    "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
-    "Pragma": "no-cache",
-    "Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
-}
-STREAM_HEADERS = {**NO_CACHE, "X-Accel-Buffering": "no"}  # nginx: do not buffer
+NO_CACHE = mjpeg.NO_CACHE  # one set for every response, streams and recordings too
+STREAM_HEADERS = mjpeg.STREAM_HEADERS
 
 
 def text_response(code: int, message: str, headers: dict | None = None) -> Response:
@@ -100,11 +96,9 @@ def create_app(settings: config.Settings | None = None) -> Flask:
                 abort(503, "the server is shutting down")
         # A viewer that accepts no data for STREAM_SEND_TIMEOUT is dropped: the server's
         # blocked send raises, the response ends and the subscription with it.
-        sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-        if sock is not None:
-            sock.settimeout(settings.send_timeout)
-        return Response(mjpeg.stream(viewer, advance, fps, sock), headers=STREAM_HEADERS,
-                        content_type=mjpeg.MIMETYPE, direct_passthrough=True)
+        sock = mjpeg.client_socket(request.environ)
+        return mjpeg.stream_response(mjpeg.stream(viewer, advance, fps, sock), viewer.close,
+                                     sock, settings.send_timeout)
 
     def snapshot(camera: BaseCamera) -> Response:
         """One fresh JPEG, waiting a little for a camera that is starting."""

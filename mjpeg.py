@@ -5,6 +5,9 @@ Chrome draws a part only once it has parsed the NEXT part's headers, so browsers
 those headers right after each frame ("advance headers"); ffmpeg, OpenCV and scripts
 read exactly one frame by its Content-Length. Either part is built once per frame and
 shared by every viewer of that frame.
+
+Every stream response (the live stream, clip playback) is made by `stream_response`,
+which gives back what the stream holds once its client is gone, however it went.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import functools
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from flask import Response
 
 import native
 from fanout import CameraClosed, Frame, Viewer
@@ -23,6 +28,12 @@ MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # ?fps= bounds: one frame per 100 s at the least
 CHECK_EVERY = 2.0  # seconds: a viewer that left while nothing was sent is noticed this soon
 BROWSER_DESTINATIONS = {"image", "document", "iframe", "frame", "embed", "object"}
+NO_CACHE = {
+    "Cache-Control": "no-cache, no-store, must-revalidate, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "Thu, 01 Jan 1970 00:00:00 GMT",
+}
+STREAM_HEADERS = {**NO_CACHE, "X-Accel-Buffering": "no"}  # nginx: do not buffer
 
 _BOUNDARY_LINE = b"\r\n--" + BOUNDARY.encode() + b"\r\n"
 _PART_HEAD = _BOUNDARY_LINE[2:] + b"Content-Type: image/jpeg\r\n"
@@ -51,6 +62,45 @@ def is_browser(headers) -> bool:
         return dest in BROWSER_DESTINATIONS
     accept = headers.get("Accept", "")
     return "text/html" in accept or "image/" in accept  # browsers without Sec-Fetch-*
+
+
+def client_socket(environ: dict) -> socket.socket | None:
+    """The client's socket, where the server says (gunicorn, Werkzeug's dev server)."""
+    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+
+
+def stream_response(body: Iterator[bytes], release: Callable[[], None],
+                    sock: socket.socket | None = None,
+                    send_timeout: float | None = None) -> Response:
+    """A multipart response that runs `release` once its client is gone, however it
+    went: the body ended, the client left (the next write fails, or `stream` noticed
+    it while nothing was written), a send timed out, or the server shut down.
+
+    `release` runs from the body's own `finally`: Werkzeug hands a direct_passthrough
+    body to the server unwrapped, so the response's call_on_close never runs, but every
+    WSGI server (gunicorn gevent and gthread, Werkzeug's) closes the iterable it got,
+    and a generator dropped unclosed is closed when it is collected. `send_timeout`:
+    a client that accepts no data for that long is dropped (the blocked send raises).
+    """
+    if sock is not None and send_timeout is not None:
+        sock.settimeout(send_timeout)
+    released = _released(body, release)
+    next(released)  # into its `try`: from now on, closing it releases, even unstarted
+    return Response(released, headers=STREAM_HEADERS, content_type=MIMETYPE,
+                    direct_passthrough=True)
+
+
+def _released(body: Iterator[bytes], release: Callable[[], None]) -> Iterator[bytes]:
+    try:
+        yield b""  # taken by stream_response, never sent
+        yield from body
+    finally:
+        try:
+            close = getattr(body, "close", None)
+            if close is not None:  # `yield from` closes it only once it was running
+                close()
+        finally:
+            release()  # a body closed before it started ran no `finally` of its own
 
 
 def stream(viewer: Viewer, advance: bool, fps: float | None,

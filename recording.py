@@ -114,16 +114,36 @@ class _Queue:
         return len(self._items)
 
 
-def _disk_reason(exc: BaseException, path: Path | None) -> str:
+def _disk_reason(exc: BaseException, path: Path | None, root: Path) -> str:
     """Why recording stopped, for /status and the log: "disk full (No space left on
-    device) writing <file>"."""
+    device) writing cam/2025-01-02/cam-20250102-030405.mkv", the file named relative to
+    RECORDINGS_DIR: /status tells viewers what failed, not where the server keeps things."""
     if isinstance(exc, OSError) and exc.errno:
         what = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                 errno.EPERM: "permission denied", errno.EIO: "disk I/O error"}.get(
             exc.errno, os.strerror(exc.errno))
-        return f"{what} ({os.strerror(exc.errno)}) writing {exc.filename or path}"
-    return f"{type(exc).__name__}: {exc} writing {path}"
+        return (f"{what} ({os.strerror(exc.errno)}) writing "
+                f"{_shown(exc.filename or path, root)}")
+    text = str(exc)
+    for base in {str(root), str(root.resolve())}:
+        text = text.replace(base + os.sep, "")
+    return f"{type(exc).__name__}: {text} writing {_shown(path, root)}"
+
+
+def _shown(path, root: Path) -> str:
+    """`path` relative to the recordings folder (RECORDINGS_DIR), which is named by its
+    setting; anything outside it by its name alone."""
+    if path is None:
+        return "a file"
+    path = Path(os.fsdecode(path))
+    for base in (root, root.resolve()):
+        try:
+            relative = path.relative_to(base)
+        except ValueError:
+            continue
+        return "RECORDINGS_DIR" if relative == Path() else relative.as_posix()
+    return path.name or str(path)
 
 
 # -- the recorder -----------------------------------------------------------------------
@@ -138,6 +158,7 @@ class Recorder:
         self.camera = camera
         self.name = camera.name
         self.settings = camera.settings
+        self.root = Path(root)
         self.folder = CameraFolder(root, camera.name)  # names, listing, retention
         self.dir = self.folder.dir
         self.active = active
@@ -175,6 +196,9 @@ class Recorder:
         self._queue: _Queue | None = None
         self._retry_at = 0.0
         self._retention_at = 0.0
+        # This camera's clips being played (recordings_http adds and removes them):
+        # each has end(), which close() calls so that shutdown ends playback too.
+        self.players: set = set()
 
     # -- control (any thread; never blocks on disk) ----------------------------------
 
@@ -272,10 +296,17 @@ class Recorder:
         `wait` seconds for that; call again with a wait to wait more."""
         # No lock: this runs in signal handlers too, which may have interrupted a holder.
         self._closed = True
+        for player in list(self.players):
+            player.end()
         done = self._thread_done if self._running else None
         self._wakeup.wake()
         if done is not None and wait > 0 and not done.wait(wait):
             log.warning("%s: the recording was not finished within %.1f s", self.name, wait)
+
+    @property
+    def closed(self) -> bool:
+        """close() was called (the server shuts down)."""
+        return self._closed
 
     def _forward(self, command: str, **args):
         """Not the camera's owner (a CAMERA=redis web worker): hand the command to the
@@ -603,7 +634,7 @@ class Recorder:
             self.files_written += 1
 
     def _disk_failed(self, exc: BaseException, path: Path | None) -> None:
-        reason = _disk_reason(exc, path)
+        reason = _disk_reason(exc, path, self.root)
         self._retry_at = time.monotonic() + self.retry_after
         if self.error is None:
             log.error("%s: recording stopped: %s; streaming goes on; retrying every %g s",
@@ -714,6 +745,7 @@ class Recorder:
                 "dropped": self.dropped,
                 "files_written": self.files_written,
                 "events": self.events,
+                "players": len(self.players),
                 "queued": len(queue) if queue is not None and self._running else 0,
                 "error": self.error,
                 "pre_event_buffer": ({"seconds": s.pre_event, "frames": self._ring_frames,

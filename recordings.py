@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -104,6 +105,7 @@ class CameraFolder:
         self.dir = Path(root) / camera
         self._probed: dict[tuple, tuple] = {}  # (path, size, mtime) -> probe()
         self._summaries: dict[Path, tuple] = {}  # day folder -> (its mtime, _summary())
+        self._bad_index: set[tuple] = set()  # (index, size, mtime) whose bad lines were logged
 
     # -- writing (the recorder's writer thread) -------------------------------------------
 
@@ -187,7 +189,7 @@ class CameraFolder:
             days = [d for d in days if d == day]
         for name in days:
             folder = self.dir / name
-            index = _read_index(folder / INDEX)
+            index = self._index(folder / INDEX)
             found = []
             try:
                 entries = list(os.scandir(folder))
@@ -221,6 +223,27 @@ class CameraFolder:
             if limit is not None and len(result) >= limit:
                 return result[:limit]
         return result
+
+    def _index(self, path: Path) -> dict[str, dict]:
+        """The usable lines of a day's index; the others are logged once per version of
+        the file (the page lists every few seconds), in one line."""
+        entries, bad = _read_index(path)
+        if bad:
+            try:
+                st = path.stat()
+                key = (str(path), st.st_size, st.st_mtime_ns)
+            except OSError:
+                key = (str(path), None, None)
+            if key not in self._bad_index:
+                if len(self._bad_index) > 1000:
+                    self._bad_index.clear()
+                self._bad_index.add(key)
+                (number, why), more = bad[0], len(bad) - 1
+                log.warning("%s: %s/%s: skipped %d unusable line%s (line %d: %s%s); "
+                            "those files are listed from themselves", self.name,
+                            path.parent.name, path.name, len(bad), "s" * (len(bad) > 1),
+                            number, why, f", and {more} more" if more else "")
+        return entries
 
     def _probe(self, path: Path, st) -> tuple:
         """probe() once per version of a file (it reads every packet)."""
@@ -373,17 +396,53 @@ def _files(folder: Path) -> list[tuple[float, int, Path]]:
     return files
 
 
-def _read_index(path: Path) -> dict[str, dict]:
-    """file name -> its index line; lines cut by a power loss are skipped."""
-    entries = {}
+KINDS = ("continuous", "event", "manual")
+
+
+def _number(value, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def index_entry(line: str) -> tuple[dict | None, str | None]:
+    """(entry, None) for an index line the listing can use, else (None, why not)."""
     try:
-        with open(path, encoding="utf-8") as index:
-            for line in index:
-                try:
-                    entry = json.loads(line)
-                    entries[entry["file"]] = entry
-                except (ValueError, KeyError, TypeError):
+        entry = json.loads(line)
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(entry, dict):
+        return None, "not a JSON object"
+    if not isinstance(entry.get("file"), str):
+        return None, "no file name"
+    if not _number(entry.get("start")):
+        return None, "no start time"
+    if not _number(entry.get("end"), optional=True):
+        return None, "end is not a time"
+    frames = entry.get("frames")
+    if frames is not None and not (isinstance(frames, int) and not isinstance(frames, bool)
+                                   and frames >= 0):
+        return None, "frames is not a count"
+    if entry.get("kind", "continuous") not in KINDS:
+        return None, "unknown kind"
+    return entry, None
+
+
+def _read_index(path: Path) -> tuple[dict[str, dict], list[tuple[int, str]]]:
+    """file name -> its index line, and (line number, why) of the lines that cannot be
+    used (cut by a power loss, edited by hand): those files are read from themselves."""
+    entries, bad = {}, []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as index:
+            for number, line in enumerate(index, 1):
+                if not line.strip():
                     continue
+                entry, why = index_entry(line)
+                if entry is None:
+                    bad.append((number, why))
+                else:
+                    entries[entry["file"]] = entry
     except OSError:
         pass
-    return entries
+    return entries, bad

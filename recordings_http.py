@@ -33,10 +33,9 @@ bp = Blueprint("recordings", __name__, cli_group=None)
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 100000
 MAX_PLAYERS = 8  # clips played at once by this process (each is one reading thread)
-NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0"}
-STREAM_HEADERS = {**NO_CACHE, "X-Accel-Buffering": "no"}
+NO_CACHE = mjpeg.NO_CACHE  # the live stream's: one set
 
-_players = 0
+_players: set[_Player] = set()  # every clip this process plays (each recorder's, too)
 _players_lock = threading.Lock()
 
 
@@ -167,7 +166,6 @@ def delete(name: str, file: str):
 @bp.get("/camera/<name>/recordings/<file>/play", merge_slashes=False)
 def play(name: str, file: str):
     """The clip as an MJPEG stream at its recorded pace, for an <img>."""
-    global _players
     recorder = _recorder(name)
     path = _recording_path(recorder, file)
     advance = request.args.get("advance_headers")
@@ -175,41 +173,50 @@ def play(name: str, file: str):
         abort(400, "advance_headers must be 0 or 1")
     advance = mjpeg.is_browser(request.headers) if advance is None else advance == "1"
     if request.method == "HEAD":
-        return Response(b"", headers=STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
+        return Response(b"", headers=mjpeg.STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
     _control(recording.load_av)
+    if recorder.closed:
+        abort(503, "the server is shutting down")
     with _players_lock:
-        if _players >= MAX_PLAYERS:
+        if len(_players) >= MAX_PLAYERS:
             return Response(f"503 Service Unavailable: {MAX_PLAYERS} clips are playing "
                             "already\n", 503, {"Retry-After": "5"}, mimetype="text/plain")
-        _players += 1
-    player = _Player(path)
-    viewer = player.fanout.subscribe()  # before the reader starts: no frame is missed
-    player.start()
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    settings = current_app.config.get("SETTINGS")
-    if sock is not None and settings is not None:
-        sock.settimeout(settings.send_timeout)
-    response = Response(mjpeg.stream(viewer, advance, None, sock), headers=STREAM_HEADERS,
-                        content_type=mjpeg.MIMETYPE, direct_passthrough=True)
+        player = _Player(path)
+        _players.add(player)
+        recorder.players.add(player)
 
-    @response.call_on_close
-    def ended():
-        global _players
-        viewer.close()
+    def release() -> None:
+        """The response is over, however it ended: the player's thread, file and slot."""
         player.stop()
         with _players_lock:
-            _players -= 1
+            _players.discard(player)
+            recorder.players.discard(player)
 
-    return response
+    try:
+        player.start()
+        if recorder.closed:  # shutdown began since the check above: end with the rest
+            player.end()
+        sock = mjpeg.client_socket(request.environ)
+        settings = current_app.config.get("SETTINGS")
+        return mjpeg.stream_response(mjpeg.stream(player.viewer, advance, None, sock),
+                                     release, sock,
+                                     settings.send_timeout if settings else None)
+    except BaseException:
+        release()
+        raise
 
 
 class _Player:
     """Reads a clip's packets in a native thread and publishes them into its own Fanout
-    at the recorded pace; the stream ends (fanout closed) after the last frame."""
+    at the recorded pace; the stream ends (fanout closed) after the last frame, or
+    once `end()` asks (the server shuts down)."""
+
+    LAST_FRAME_WAIT = 2.0  # seconds the end waits for the viewer to take the last frame
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fanout = Fanout()  # made in the request's thread: its hub wakes the viewer
+        self.viewer = self.fanout.subscribe()  # before the reader starts: none is missed
         self._lock = native.allocate_lock()
         self._stopped = False
         self._stop = native.Flag()
@@ -217,9 +224,16 @@ class _Player:
     def start(self) -> None:
         native.start_thread(self._run, ())
 
+    def end(self) -> None:
+        """End the stream now (any thread, signal handlers too: takes no lock): the
+        reader wakes, stops and closes the fanout, so the viewer's stream ends."""
+        self._stop.set()
+
     def stop(self) -> None:
-        """The response is over (any thread of the request): stop reading and free the
-        fanout's watcher; the reader never touches the fanout after this."""
+        """The response is over (any thread of the request): stop reading, let the
+        viewer go and free the fanout's watcher; the reader never touches the fanout
+        after this."""
+        self.viewer.close()
         with self._lock:
             self._stopped = True
             self._stop.set()
@@ -242,7 +256,7 @@ class _Player:
                     if t0 is None:
                         t0 = now - t
                     delay = t0 + t - now
-                    if delay > 0 and self._stop.wait(delay):
+                    if self._stop.wait(delay) if delay > 0 else self._stop.is_set():
                         return
                     with self._lock:
                         if self._stopped:
@@ -250,6 +264,12 @@ class _Player:
                         self.fanout.publish(bytes(packet),
                                             start + t if start is not None else None)
                 self._stop.wait(min(gap, 1.0))  # the last frame shows for its time too
+                # A viewer raises CameraClosed without taking a frame it has not taken yet:
+                # on a busy machine its thread may not have run since the last publish.
+                deadline = time.monotonic() + self.LAST_FRAME_WAIT
+                while (self.viewer.last_seq < self.fanout.seq and not self.viewer.closed
+                       and time.monotonic() < deadline and not self._stop.wait(0.01)):
+                    pass
         except Exception as exc:  # noqa: BLE001 - a cut or unreadable file just ends
             log.info("playing %s ended early: %s", self.path.name, exc)
         finally:
@@ -308,13 +328,32 @@ def _still_time(day: str, still: str) -> float | None:
         return None
 
 
+MIN_TIMELAPSE_FPS, MAX_TIMELAPSE_FPS = 0.1, 240.0
+
+
+def _timelapse_fps(ctx, param, raw: str) -> float:
+    """--fps as a finite number in range, else one line (click's FloatRange lets nan
+    through, and its usage errors take three lines)."""
+    try:
+        fps = float(raw)
+    except ValueError:
+        fps = math.nan
+    if not (math.isfinite(fps) and MIN_TIMELAPSE_FPS <= fps <= MAX_TIMELAPSE_FPS):
+        raise click.ClickException(
+            f"--fps must be a number of frames per second from {MIN_TIMELAPSE_FPS:g} to "
+            f"{MAX_TIMELAPSE_FPS:g}, not {raw!r}")
+    return fps
+
+
 @bp.cli.command("timelapse")
 @click.argument("camera")
 @click.option("--day", help="the day's stills, YYYY-MM-DD (default: today)")
-@click.option("--fps", type=click.FloatRange(min=0.1, max=240), default=25.0,
-              show_default=True, help="frames per second of the video")
+@click.option("--fps", default="25", callback=_timelapse_fps, show_default=True,
+              metavar="NUMBER", help=f"frames per second of the video ({MIN_TIMELAPSE_FPS:g} to "
+                   f"{MAX_TIMELAPSE_FPS:g})")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="where to write it (default: beside the stills)")
+              help="where to write it (default: beside the stills); an existing regular "
+                   "file is replaced, anything else is refused")
 def timelapse_command(camera: str, day: str | None, fps: float, output: Path | None):
     """Make a video of a camera's timelapse stills of one day (no re-encoding)."""
     recorders = current_app.extensions.get("recorders") or {}
@@ -329,6 +368,11 @@ def timelapse_command(camera: str, day: str | None, fps: float, output: Path | N
     if not stills:
         raise click.ClickException(f"no timelapse stills of {camera} on {day} in {folder}")
     out = output or folder / recording.timelapse_video_name(camera, day)
+    # The video is renamed over `out` once complete: that would put a regular file in
+    # place of a device (/dev/full, as root), a FIFO or a socket.
+    if out.exists() and not out.is_file():
+        raise click.ClickException(f"{'--output ' if output else ''}{out} exists and is "
+                                   "not a regular file: not replaced")
     try:
         frames = recording.make_timelapse(stills, out, fps, camera)
     except (recording.RecordingError, OSError) as exc:
