@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,7 +26,31 @@ DRIVERS = Path(__file__).resolve().parent / "drivers"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_EPHEMERAL = _ephemeral_ports()
+
+
 def free_port() -> int:
+    """A port free to listen on, outside the kernel's range for outgoing connections:
+    port 0 hands out a port from that range, and with thousands of client sockets
+    open (or in TIME_WAIT) one of them can take it before the server binds it."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        if port in _EPHEMERAL:
+            break
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
