@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import native
 from clip_file import ClipFile
-from clip_plan import Close, Held, Open, Still, Step, Write
+from clip_plan import Close, Held, Kind, Open, Still, Step, Write
 
 if TYPE_CHECKING:
     from config import CameraSettings
@@ -143,7 +143,7 @@ class Writer:
 
     def run(self, queue: WriterQueue, done: native.Flag) -> None:
         """The writer thread: carry out the queue's messages until Stop."""
-        kind: str | None = None  # the open clip's (None: frames are not wanted)
+        kind: Kind | None = None  # the open clip's (None: frames are not wanted)
         try:
             while True:
                 items = queue.take(1.0)
@@ -183,7 +183,7 @@ class Writer:
             done.set()
             native.destroy_thread_hub()
 
-    def _write_frame(self, kind: str, frame: Frame) -> None:
+    def _write_frame(self, kind: Kind, frame: Frame) -> None:
         clip = self.file
         if clip is None:
             if time.monotonic() < self._retry_at:

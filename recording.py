@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import native
 from clip_file import RecordingError, created, load_av, make_timelapse, probe
-from clip_plan import Rules
+from clip_plan import Asked, Rules
 from recorder_tap import Tap
 from recorder_writer import QUEUE_BYTES, QUEUE_FRAMES, Figures, Writer
 from recordings import (TIMELAPSE, CameraFolder, Recording, file_pattern, timelapse_video_name,
@@ -142,7 +142,7 @@ class Recorder:
         now = time.time()
         self._tap.check_open()
 
-        def trigger(asked):
+        def trigger(asked: Asked) -> Asked:
             self.figures.events += 1  # under the tap's lock: handlers may be threads
             return asked.trigger(now, self.rules)
 
