@@ -80,6 +80,11 @@ class Window:
         return self.start <= ts < self.until
 
 
+def _runs(window: Window | None, now: float) -> bool:
+    """A window asked for is over once time reaches its end."""
+    return window is not None and now < window.until
+
+
 @dataclass(frozen=True)
 class Asked:
     """What request handlers asked for: a manual clip and an event, as windows of capture
@@ -92,14 +97,13 @@ class Asked:
     def record(self, now: float, seconds: float | None, rules: Rules) -> Asked:
         """A manual clip from `now` for `seconds` (None: until stopped, at most
         `segment`). Again while one runs: it goes on from now."""
-        running = self.manual is not None and now < self.manual.until
-        start = self.manual.start if running else now
+        start = self.manual.start if _runs(self.manual, now) else now
         until = now + (seconds if seconds is not None else rules.segment)
         return replace(self, manual=Window(start, until), until_stopped=seconds is None)
 
     def stop(self, now: float) -> Asked | None:
         """The manual clip ends at `now`; None if none runs."""
-        if self.manual is None or now >= self.manual.until:
+        if not _runs(self.manual, now):
             return None
         return replace(self, manual=Window(self.manual.start, now))
 
@@ -107,15 +111,15 @@ class Asked:
         """An event: from `pre_event` before now (what the ring holds) to `post_event`
         after; a trigger while one runs moves its end to `post_event` after this one."""
         event = self.event
-        if event is not None and now < event.until:
+        if _runs(event, now):
             return replace(self, event=Window(event.start,
                                               max(event.until, now + rules.post_event)))
         return replace(self, event=Window(now - rules.ring_seconds, now + rules.post_event))
 
     def expire(self, ts: float) -> Asked:
         """Without the windows that capture time `ts` has passed."""
-        manual = None if self.manual is not None and ts >= self.manual.until else self.manual
-        event = None if self.event is not None and ts >= self.event.until else self.event
+        manual = self.manual if _runs(self.manual, ts) else None
+        event = self.event if _runs(self.event, ts) else None
         if manual is self.manual and event is self.event:
             return self
         return replace(self, manual=manual, event=event)
