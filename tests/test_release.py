@@ -32,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(DRIVERS)]
 import cameras  # noqa: E402
 import config  # noqa: E402
 import recording  # noqa: E402
+from clip_file import ClipFile  # noqa: E402
 from fanout import Frame  # noqa: E402
 from numbered import numbered  # noqa: E402
 
@@ -47,7 +48,7 @@ def make_clip(root: Path, times: list[float], pad: int = 0, camera: str = "camer
     folder = root / camera / time.strftime("%Y-%m-%d", local)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{camera}-{time.strftime('%Y%m%d-%H%M%S', local)}.mkv"
-    clip = recording.ClipFile(path, "continuous", camera, Frame(numbered(0, pad), start, 0))
+    clip = ClipFile(path, "continuous", camera, Frame(numbered(0, pad), start, 0))
     for i, t in enumerate(times):
         clip.write(Frame(numbered(i, pad), start + t, i))
         if i % 32 == 31:
@@ -282,7 +283,7 @@ def test_status_names_the_failing_file_relative_to_the_recordings_dir(
         made.append(Path(path))
         raise OSError(failure, os.strerror(failure), str(path))
 
-    monkeypatch.setattr(recording.ClipFile, "__init__", lambda self, path, *a, **k:
+    monkeypatch.setattr(ClipFile, "__init__", lambda self, path, *a, **k:
                         refuse(path))
     try:
         recorder.start()
