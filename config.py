@@ -97,6 +97,7 @@ class Settings:
     cameras_file: str | None = None
     recordings_dir: str = "recordings"
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-* to trust
+    max_connections_per_client: int | None = 64  # None: no cap (connections.py)
 
     @property
     def uses_redis(self) -> bool:
@@ -283,6 +284,20 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _connection_cap(raw: str) -> int | None:
+    """MAX_CONNECTIONS_PER_CLIENT: a whole number >= 1; off (or 0): no cap."""
+    value = raw.strip().lower()
+    if not value:
+        return Settings.max_connections_per_client
+    if value in ("off", "0"):
+        return None
+    try:
+        return number(int, minimum=1)("MAX_CONNECTIONS_PER_CLIENT", raw)
+    except ConfigError:
+        raise _fail("MAX_CONNECTIONS_PER_CLIENT", raw,
+                    "a whole number of connections >= 1, or off (no cap)") from None
+
+
 def _host(raw: str) -> str:
     host = raw.strip() or Settings.host
     expected = "an IP address of this machine (0.0.0.0: all) or its host name"
@@ -365,5 +380,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
         proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
                                                       env.get("PROXY_HOPS", "").strip() or "0"),
+        max_connections_per_client=_connection_cap(env.get("MAX_CONNECTIONS_PER_CLIENT", "")),
     )
 
