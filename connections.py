@@ -4,14 +4,16 @@ address cannot take the slots everybody else needs.
 gunicorn serves at most `worker_connections` (2000) connections at once. An idle
 connection that never sends a request holds its slot until `keepalive` (5 s) cuts it,
 without ever reaching the app; one client reopening 2000 of them as they are cut made
-every other request wait 4-5 s (benchmarks/connections.py), so OctoPrint's 5 s snapshot
-failed. The cap therefore counts where the slot is taken:
+other requests wait up to 4-5 s (benchmarks/connections.py), near OctoPrint's 5 s
+snapshot timeout. The cap therefore counts where the slot is taken:
 
 - Direct clients (PROXY_HOPS=0): per connection, at accept. `install(worker, ...)`, from
   gunicorn.conf.py's post_worker_init, wraps the gevent worker's per-connection `handle`
-  or the gthread worker's `accept`, whatever `-k` chose. The excess gets a fixed 503 with
-  Retry-After and is closed at once; a slot is given back when its connection closes,
-  however it closes.
+  (and its listener) or the gthread worker's `accept`, whatever `-k` chose. The excess
+  gets a fixed 503 with Retry-After and is closed at once; a slot is given back when its
+  connection closes, however it closes. A refusal must be cheap, not only quick: the
+  refused client reconnects at once, and everybody else's connections wait in the
+  kernel's accept queue behind its flood until it is refused.
 - Behind a reverse proxy (PROXY_HOPS > 0) every connection is the proxy's, so the socket
   is not counted; `RequestCap`, a WSGI middleware inside ProxyFix, counts the open
   requests (a stream is open for as long as it runs) of each forwarded address instead.
@@ -22,6 +24,7 @@ is two dict updates per connection (per request for `RequestCap`), nothing per f
 
 from __future__ import annotations
 
+import _socket  # the C sockets, which gevent does not patch: no hub, no greenlet
 import errno
 import ipaddress
 import logging
@@ -40,6 +43,7 @@ log = logging.getLogger("connections")
 SETTING = "MAX_CONNECTIONS_PER_CLIENT"
 RETRY_AFTER = 5  # seconds: the idle connections holding the slots are cut after keepalive
 LOG_EVERY = 10.0  # seconds between refusal lines: a flood of them cannot fill the disk
+ACCEPT_BATCH = 100  # refusals in a row before gevent's hub serves the rest (its max_accept)
 
 _BODY = f"503 Service Unavailable: too many connections from your address ({SETTING})\n"
 # One write, sent before the request is read: the client may never send one.
@@ -96,6 +100,16 @@ class Gate:
         self._log_refusal(key)
         return False
 
+    def full(self, key: str | None) -> bool:
+        """True (a refusal, counted and logged) when `key` has `limit` open already.
+        Counts nothing: for gevent's accept, in the one thread that also counts."""
+        if key is None or self.open.get(key, 0) < self.limit:
+            return False
+        with self._lock:
+            self.refused += 1
+        self._log_refusal(key)
+        return True
+
     def leave(self, key: str | None) -> None:
         """One of `key`'s is closed."""
         if key is None:
@@ -133,6 +147,7 @@ def install(worker, limit: int | None, proxy_hops: int) -> Gate | None:
     if ggevent is not None and isinstance(worker, ggevent.GeventWorker) \
             and worker.server_class is None:
         worker.handle = _gevent_handle(worker.handle, gate)
+        worker.sockets = [_gevent_listener(listener, gate) for listener in worker.sockets]
     elif gthread is not None and isinstance(worker, gthread.ThreadWorker):
         accept = worker.accept
         worker.accept = lambda listener: accept(_GatedListener(listener, gate))
@@ -158,15 +173,51 @@ def _gevent_handle(handle: Callable, gate: Gate) -> Callable:
     return capped
 
 
+def _gevent_listener(listener, gate: Gate):
+    """gevent: the listening socket, refusing a client already at its cap as it accepts,
+    before a greenlet and gevent socket are made for it, which were most of a refusal's
+    cost: a flood of refusals then clears the kernel's accept queue, where everybody
+    else waits, faster. The count itself stays in `_gevent_handle`, which also refuses
+    a connection accepted in the same batch as the one that filled its client's slots.
+
+    gevent's StreamServer accepts on the native socket inside the gevent one, whose
+    class gevent lets subclasses choose (`_gevent_sock_class`); without that hook (a
+    future gevent), the listener is left as it is and every refusal takes the slow path.
+    """
+    from gevent import _socket3, socket as gevent_socket
+
+    native = getattr(_socket3, "_wrefsocket", None)
+    if native is None or not hasattr(gevent_socket.socket, "_gevent_sock_class"):
+        return listener
+
+    class GatedNative(native):
+        __slots__ = ()
+
+        def _accept(self):
+            for _ in range(ACCEPT_BATCH):
+                fd, address = super()._accept()  # BlockingIOError when there is none
+                if not gate.full(client_key(address)):
+                    return fd, address
+                refuse_now(_socket.socket(self.family, socket.SOCK_STREAM, 0, fd))
+            # A flood: let the hub serve everything else before accepting more.
+            raise BlockingIOError(errno.EAGAIN, f"refused over {SETTING}")
+
+    class GatedListener(gevent_socket.socket):
+        __slots__ = ()
+        _gevent_sock_class = GatedNative
+
+    return GatedListener(listener.family, listener.type, listener.proto,
+                         fileno=listener.detach())
+
+
 def refuse_now(sock: socket.socket) -> None:
     """The 503 and the close, without waiting: the answer fits any socket buffer, so one
     non-blocking send takes it whole. What the client sent already is read first, or the
     close would reset the connection instead of ending it after the answer.
 
-    Not lingering for the client to close first matters: a refused gevent connection
-    that waited would hold its pool slot (worker_connections) meanwhile, and an attacker
-    reopening its connections kept the pool full of them (measured: /status 0.4 s).
-    gthread: this runs in the worker's one accept loop, which must never wait."""
+    It does not linger for the client to close first: a refused connection would hold
+    its gevent pool slot (worker_connections) meanwhile, and gthread runs this in the
+    worker's one accept loop, which must never wait."""
     try:
         sock.setblocking(False)
         try:

@@ -69,6 +69,38 @@ def test_the_gate_refuses_past_the_limit_per_client_and_frees_on_leave(caplog):
     assert gate.enter(None) and gate.open == {}  # no address (a Unix socket): not counted
 
 
+def test_gevent_refuses_a_client_at_its_cap_as_it_accepts_before_making_a_greenlet():
+    gevent = pytest.importorskip("gevent")
+    from gevent import socket as gevent_socket
+    from gevent.server import StreamServer
+
+    gate = connections.Gate(1)
+    gate.enter("127.0.0.1")  # 127.0.0.1 holds its one connection already
+    plain = gevent_socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    plain.listen()
+    listener = connections._gevent_listener(plain, gate)
+    handled = []
+    server = StreamServer(listener, lambda sock, address: handled.append(address[0]))
+    server.start()
+
+    def run_hub_until(predicate) -> None:
+        deadline = time.monotonic() + 5
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            gevent.sleep(0.01)
+    try:
+        # The kernel completes the connections; the hub accepts them when it runs.
+        refused = socket.create_connection(listener.getsockname(), timeout=5)
+        served = idle(listener.getsockname()[1], source="127.0.0.2")
+        run_hub_until(lambda: handled)
+        assert handled == ["127.0.0.2"] and gate.refused == 1  # no greenlet for the refused
+        assert refused.recv(4096) == connections.REFUSAL
+        refused.close(), served.close()
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("raw,value", [("", 64), ("8", 8), (" 200 ", 200), ("off", None),
                                        ("OFF", None), ("0", None)])
 def test_the_setting_is_a_count_or_off(raw, value):
