@@ -11,7 +11,8 @@ Meanwhile other clients, each from its own loopback address (127.0.0.2-127.0.0.5
 local on Linux), ask for `/status` one after the other (a quarter second apart) and time
 each answer from connect to the last byte; one more, from 127.0.0.6, times a stream's
 first frame. Printed per run: those latencies (median, 90th percentile, worst), the
-attacker's reconnections per second and the server's CPU; then the medians of the runs.
+attacker's reconnections per second, the server's CPU and how long it waited for a core
+(the machine's other load); then the medians of the runs.
 Everything stays on 127.0.0.0/8 and stops by itself.
 """
 
@@ -109,6 +110,19 @@ def first_frame(port: int, source: str, timeout: float = 15.0) -> float | None:
     return time.perf_counter() - started
 
 
+def runqueue_seconds(pids: list[int]) -> float:
+    """Seconds these processes were ready to run but waited for a core (schedstat's
+    second field): on a shared machine, the part of the latency that is not ours."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
+
+
 def sampler(measure, port: int, source: str, until: float, pause: float,
             samples: list) -> None:
     while time.monotonic() < until:
@@ -129,7 +143,7 @@ def one_run(cap: str, args) -> dict:
             stdout=subprocess.PIPE, text=True)
         time.sleep(args.warmup)  # every connection opened, the pool full (or capped)
         pids = tree(server.proc.pid)
-        cpu0, t0 = cpu_seconds(pids), time.monotonic()
+        cpu0, wait0, t0 = cpu_seconds(pids), runqueue_seconds(pids), time.monotonic()
         until = t0 + args.seconds
         status, frames = [], []
         threads = [threading.Thread(target=sampler,
@@ -141,12 +155,14 @@ def one_run(cap: str, args) -> dict:
             t.start()
         for t in threads:
             t.join()
-        cpu = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        cpu = (cpu_seconds(pids) - cpu0) / elapsed
+        waited = (runqueue_seconds(pids) - wait0) / elapsed
         out, _ = attacker.communicate(timeout=args.seconds + args.warmup + 30)
         attack_figures = json.loads(out)
     finally:
         server.kill()
-    return {"quiet": quiet, "status": status, "frames": frames, "cpu": cpu,
+    return {"quiet": quiet, "status": status, "frames": frames, "cpu": cpu, "waited": waited,
             "reconnects_s": attack_figures["reconnects"] / attack_figures["seconds"]}
 
 
@@ -180,7 +196,7 @@ def main() -> None:
     print(f"{args.mode}: {args.connections} idle connections from {ATTACKER}, reopened as they are cut; "
           f"/status from {len(OTHERS)} other addresses, a stream's first frame from {VIEWER}")
     print("| cap | run | /status quiet p50 | /status p50 / p90 / max (failed of n) "
-          "| first frame p50 / max | attacker reconnects/s | server CPU |")
+          "| first frame p50 / max | attacker reconnects/s | server CPU (waiting for a core) |")
     print("|---|---|---|---|---|---|---|")
     for cap in args.caps.split(","):
         rows = []
@@ -191,7 +207,8 @@ def main() -> None:
             print(f"| {cap} | {run} | {ms(quiet.get('p50'))} | {ms(status.get('p50'))} / "
                   f"{ms(status.get('p90'))} / {ms(status.get('max'))} ({status['failed']} of "
                   f"{status['n']}) | {ms(frames.get('p50'))} / {ms(frames.get('max'))} | "
-                  f"{result['reconnects_s']:.0f} | {result['cpu']:.0%} |", flush=True)
+                  f"{result['reconnects_s']:.0f} | {result['cpu']:.0%} ({result['waited']:.0%}) |",
+                  flush=True)
 
         def med(i: int, key: str):
             values = [r[i][key] for r in rows if key in r[i]]
@@ -200,7 +217,8 @@ def main() -> None:
               f"{ms(med(1, 'p90'))} / {ms(med(1, 'max'))} | {ms(med(2, 'p50'))} / "
               f"{ms(med(2, 'max'))} | "
               f"{statistics.median(r[3]['reconnects_s'] for r in rows):.0f} | "
-              f"{statistics.median(r[3]['cpu'] for r in rows):.0%} |", flush=True)
+              f"{statistics.median(r[3]['cpu'] for r in rows):.0%} "
+              f"({statistics.median(r[3]['waited'] for r in rows):.0%}) |", flush=True)
 
 
 if __name__ == "__main__":
