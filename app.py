@@ -21,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import access
 import config
+import connections
 import mjpeg
 import recordings_http
 import server
@@ -48,6 +49,10 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.extensions["cameras"] = cameras
     stream_slots = threading.Lock()  # makes the MAX_CLIENTS check and the join one step
     if settings.proxy_hops:  # behind nginx: the client's address is in X-Forwarded-For
+        if settings.max_connections_per_client is not None:
+            # Every connection is the proxy's: count each forwarded address's requests.
+            app.wsgi_app = connections.RequestCap(app.wsgi_app,
+                                                  settings.max_connections_per_client)
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,
                                 x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
     access.install(app, username=settings.auth_username, password=settings.auth_password,

@@ -101,6 +101,7 @@ class Settings:
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-* to trust
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides this machine's own
     frame_ancestors: tuple[str, ...] = ()  # origins that may frame the pages
+    max_connections_per_client: int | None = 64  # None: no cap (connections.py)
 
     @property
     def uses_redis(self) -> bool:
@@ -319,6 +320,20 @@ def _frame_ancestors(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _connection_cap(raw: str) -> int | None:
+    """MAX_CONNECTIONS_PER_CLIENT: a whole number >= 1; off (or 0): no cap."""
+    value = raw.strip().lower()
+    if not value:
+        return Settings.max_connections_per_client
+    if value in ("off", "0"):
+        return None
+    try:
+        return number(int, minimum=1)("MAX_CONNECTIONS_PER_CLIENT", raw)
+    except ConfigError:
+        raise _fail("MAX_CONNECTIONS_PER_CLIENT", raw,
+                    "a whole number of connections >= 1, or off (no cap)") from None
+
+
 def _host(raw: str) -> str:
     host = raw.strip() or Settings.host
     expected = "an IP address of this machine (0.0.0.0: all) or its host name"
@@ -429,5 +444,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
                                                       env.get("PROXY_HOPS", "").strip() or "0"),
         allowed_hosts=_allowed_hosts(env.get("ALLOWED_HOSTS", "")),
         frame_ancestors=_frame_ancestors(env.get("FRAME_ANCESTORS", "")),
+        max_connections_per_client=_connection_cap(env.get("MAX_CONNECTIONS_PER_CLIENT", "")),
     )
 

@@ -14,6 +14,7 @@ import gunicorn.util as _gunicorn_util
 
 import cameras as _cameras
 import config as _config
+import connections as _connections
 import native as _native
 import server as _server
 
@@ -86,6 +87,8 @@ def post_worker_init(worker):
     worker.log.error_log.addFilter(_quiet_send_timeouts)
     _server.redact_gunicorn_logs(worker.log)
     _server.start(getattr(worker, "wsgi", None))  # recording runs from boot, with no viewer
+    # Before the worker's run() reads its handle/accept: one client cannot hold every slot.
+    _connections.install(worker, _settings.max_connections_per_client, _settings.proxy_hops)
 
     def closing(handler):
         def handle(signum, frame):

@@ -68,6 +68,7 @@ def start_server(args) -> tuple[list[subprocess.Popen], str]:
     procs, port = [], free_port()
     env = {**os.environ, "CAMERA": "bench", "HOST": "127.0.0.1", "PORT": str(port),
            "CAMERA_FPS": str(args.fps), "CAMERA_IDLE_TIMEOUT": "2", "LOG_LEVEL": "WARNING",
+           "MAX_CONNECTIONS_PER_CLIENT": "off",  # every viewer comes from 127.0.0.1
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     try:
         if args.redis:

@@ -91,9 +91,10 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 10.0,
-            method: str = "GET"):
-        """(status, headers, body) of one finite request."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            method: str = "GET", source: str | None = None):
+        """(status, headers, body) of one finite request (from address `source`)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                          source_address=(source, 0) if source else None)
         try:
             conn.request(method, path, headers=headers or {})
             resp = conn.getresponse()
@@ -107,8 +108,9 @@ class Server:
         return json.loads(body)
 
     def stream(self, path: str = "/video_feed", headers: dict | None = None,
-               timeout: float = 10.0, rcvbuf: int | None = None) -> MJPEGStream:
-        return MJPEGStream(self.port, path, headers, timeout, rcvbuf)
+               timeout: float = 10.0, rcvbuf: int | None = None,
+               source: str | None = None) -> MJPEGStream:
+        return MJPEGStream(self.port, path, headers, timeout, rcvbuf, source)
 
     def kill(self) -> None:
         """Kill the server and anything it started (gunicorn's workers) at once."""
@@ -190,11 +192,14 @@ class MJPEGStream:
     """
 
     def __init__(self, port: int, path: str, headers: dict | None, timeout: float,
-                 rcvbuf: int | None = None) -> None:
+                 rcvbuf: int | None = None, source: str | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        if rcvbuf:  # a small receive buffer: a slow link, set before connecting
+        if rcvbuf or source:
             sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if rcvbuf:  # a small receive buffer: a slow link, set before connecting
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source:  # another client: any 127.0.0.0/8 address is this machine's
+                sock.bind((source, 0))
             sock.settimeout(timeout)
             sock.connect(("127.0.0.1", port))
             self.conn.sock = sock

@@ -15,6 +15,7 @@ BAD_VALUES = [
     ("CAMERA_RESOLUTION", "big"), ("CAMERA_IDLE_TIMEOUT", "-1"), ("CAMERA_STALL_TIMEOUT", "0"),
     ("STREAM_SEND_TIMEOUT", "nan"), ("MAX_CLIENTS", "0"), ("LOG_LEVEL", "LOUD"),
     ("REDIS_URL", "http://localhost"), ("CAMERA", "../evil"),
+    ("MAX_CONNECTIONS_PER_CLIENT", "many"),
 ]
 
 
