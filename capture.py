@@ -9,11 +9,15 @@ subscriber for its idle timeout, and while the driver is failing or stalled send
 A driver stuck in C never returns from `frames()` (or from closing it). Its thread is
 never abandoned for a new one: the next run waits for it and then continues in that same
 thread, so one camera never has two drivers open nor more than one capture thread.
+
+A run sees its camera only as a `RunOwner` and the time only through a `Clock`: tests
+drive it with a recording owner and simulated time (tests/test_capture_run.py).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,8 +46,8 @@ class Timeouts(Protocol):
 class RunOwner(Protocol):
     """What a capture run needs from its camera, and nothing more.
 
-    BaseCamera gives its runs a private object with these, not itself: a driver's own
-    methods and attributes can never clash with them. Tests give runs their own.
+    BaseCamera gives its runs a private object with these, not itself: no method a
+    driver defines can clash with them. Tests give runs their own.
     """
 
     name: str  # for the log
@@ -92,7 +96,7 @@ class CaptureRun:
         self.started = clock.monotonic()
         self.stopped_at: float | None = None
         self.last_frame_at = self.started  # monotonic time of the newest live frame
-        self.last_placeholder_at = 0.0  # monotonic time of the newest placeholder
+        self.last_placeholder_at = -math.inf  # monotonic time of the newest placeholder
         self.error: str | None = None
         self.captured: deque[float] = deque(maxlen=30)  # monotonic capture times, for fps
         # The run whose driver has not returned yet, if any: this one waits for it and

@@ -383,6 +383,9 @@ def test_an_idle_camera_stops_its_driver_unless_someone_joins_at_the_last_moment
         assert run.stopped.is_set() and camera._run is None
         assert camera.closed.acquire(timeout=5), "the driver was not closed"
         assert not camera.status()["running"]
+        seq = camera.fanout.seq
+        run.placeholder(time.monotonic() + 60)  # a stopped run's frames reach nobody
+        assert camera.fanout.seq == seq
         with camera.subscribe() as viewer:  # a new run, a new frames()
             assert live_frame(viewer) is not None
             assert camera._run is not run and len(camera.threads) == 2
