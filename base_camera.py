@@ -7,7 +7,8 @@ bytes (a static, class or instance method; drivers written for the classic
 flask-video-streaming work unchanged). The first subscriber starts a capture run; it
 stops `idle_timeout` seconds after the last one left, by closing the driver's generator
 so the driver releases its device. Each camera is an instance with its own settings,
-runs and frames: a process may serve several.
+runs and frames: a process may serve several. Its runs reach it only through a private
+`_RunOwner` (capture.RunOwner), so no method a driver defines can break the capture.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class BaseCamera:
         self.settings: config.CameraSettings = settings
         self.name = settings.name
         self.fanout = Fanout()
+        # What the capture runs see of this camera. Name-mangled (_BaseCamera__runs):
+        # a driver's own attributes cannot replace it.
+        self.__runs = _RunOwner(self)
         self._lock = native.allocate_lock()  # guards the runs against racing subscribers
         self._run: CaptureRun | None = None  # the capture run, while there is one
         self._last_run: CaptureRun | None = None
@@ -95,7 +99,7 @@ class BaseCamera:
                 viewer.close()
                 raise CameraClosed()
             if self._run is None:
-                run = self._run = CaptureRun(self, self._last_run)
+                run = self._run = CaptureRun(self.__runs, self._last_run)
                 self._last_run = run
                 self.fanout.clear()
                 run.start()
@@ -190,42 +194,63 @@ class BaseCamera:
             return False
         return True
 
-    # -- called by the capture run (capture.py) ------------------------------------------
 
-    def _publish(self, run: CaptureRun, data: bytes, live: bool = True,
-                 timestamp: float | None = None) -> Frame | None:
-        with self._lock:  # a stopped run must not publish after the next one started
+class _RunOwner:
+    """What a capture run gets from its camera (capture.RunOwner). An object of its own,
+    not the camera's methods: a driver subclass defining a method of the same name
+    cannot shadow these."""
+
+    __slots__ = ("camera",)
+
+    def __init__(self, camera: BaseCamera) -> None:
+        self.camera = camera
+
+    @property
+    def name(self) -> str:
+        return self.camera.name
+
+    @property
+    def settings(self) -> config.CameraSettings:
+        return self.camera.settings
+
+    def frames(self) -> Iterator:
+        return self.camera.frames()  # the driver's: static, class or instance method
+
+    def publish(self, run: CaptureRun, data: bytes, live: bool,
+                timestamp: float | None) -> None:
+        camera = self.camera
+        if live:
+            camera._last_error = None
+            camera._frames_captured += 1
+        with camera._lock:  # a stopped run must not publish after the next one started
             if run.stopped.is_set():
-                return None
-            return self.fanout.publish(data, timestamp, live)
+                return
+            frame = camera.fanout.publish(data, timestamp, live)
+        if live:
+            camera._last_live = frame
 
-    def _on_live_frame(self, run: CaptureRun, data: bytes, timestamp: float | None) -> None:
-        self._last_error = None
-        self._frames_captured += 1
-        self._last_live = self._publish(run, data, True, timestamp) or self._last_live
+    def error(self, run: CaptureRun, message: str) -> None:
+        self.camera._last_error = message
 
-    def _on_error(self, run: CaptureRun, message: str) -> None:
-        self._last_error = message
-
-    def _idle_for(self, now: float) -> float:
-        idle_since = self.fanout.idle_since
+    def idle_for(self, now: float) -> float:
+        idle_since = self.camera.fanout.idle_since
         return 0.0 if idle_since is None else now - idle_since
 
-    def _end_run(self, run: CaptureRun) -> bool:
-        """Stop an idle run; False if someone joined at the last moment."""
-        with self._lock:
-            if self.fanout.subscribers:
+    def end_if_idle(self, run: CaptureRun) -> bool:
+        camera = self.camera
+        with camera._lock:
+            if camera.fanout.subscribers:
                 return False
             run.stop()
-            if self._run is run:
-                self._run = None
+            if camera._run is run:
+                camera._run = None
         return True
 
-    def _after_capture(self, run: CaptureRun) -> CaptureRun | None:
-        """The capture thread is done with `run`: the run that waited for it, if any."""
-        with self._lock:
+    def after_capture(self, run: CaptureRun) -> CaptureRun | None:
+        camera = self.camera
+        with camera._lock:
             run.driver_returned.set()
-            following = self._run
+            following = camera._run
             if following is not None and following.waits_for is run:
                 following.waits_for = None
                 return following
