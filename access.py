@@ -197,8 +197,8 @@ class _Guard:
                               else machine_hosts() + tuple(allowed_hosts))
         self.frame_policy = " ".join(("frame-ancestors 'self'", *frame_ancestors))
 
-        # The log budget is per process: each process writes its own log. Its storage
-        # starts a thread at the first line only.
+        # The log budget is per process: each process writes its own log. (Its memory
+        # storage runs a 10 ms expiry timer thread at creation and after each hit.)
         self.lines = FixedWindowRateLimiter(storage_from_string("memory://"))
         self.lines_limit = RateLimitItemPerSecond(LOG_LINES_PER_WINDOW, self.window, "log")
         self.storage_error_limit = RateLimitItemPerSecond(1, self.window, "log-storage")

@@ -17,7 +17,7 @@ import camera
 import cameras
 import config
 from base_camera import PLACEHOLDER_JPEG, jpeg_size
-from conftest import DRIVERS, ROOT, events, wait_until
+from conftest import DRIVERS, ROOT, assert_keeps_up, events, wait_until
 from test_config import run_to_exit
 
 sys.path.insert(0, str(DRIVERS))
@@ -125,7 +125,7 @@ def test_a_failing_or_blocked_camera_does_not_slow_the_others(servers, tmp_path,
             times.append(time.perf_counter() - started)
     for parts, fps in ((red_parts, 20), (green_parts, 8)):
         numbers = [frame_of(p.body)[1] for p in parts]
-        assert numbers == list(range(numbers[0], numbers[0] + len(parts)))  # none skipped
+        assert_keeps_up(numbers)
         span = float(parts[-1].headers["x-timestamp"]) - float(parts[0].headers["x-timestamp"])
         assert abs(span - (len(parts) - 1) / fps) < 0.25, (fps, span)
     assert statistics.median(times) < 0.05
