@@ -5,8 +5,8 @@
     flask --app app run --debug   # the development loop
 
 Cameras come from the environment (one camera, driver `camera_<CAMERA>`) or from a
-CAMERAS_FILE (see config.py). Importing this module builds the app and nothing else:
-logging, limits, signals and shutdown belong to the entry points (server.py).
+CAMERAS_FILE (see server/config.py). Importing this module builds the app and nothing else:
+logging, limits, signals and shutdown belong to the entry points (server/process.py).
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from flask import Flask, Response, abort, jsonify, render_template, request, url
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-import access
-import config
-import connections
-import mjpeg
-import recordings_http
-import server
-import variants
 from base_camera import BaseCamera, CameraClosed
-from cameras import Cameras
+from recording import routes as recordings_http
+from server import access, config, connections
+from server import process as server
+from server.cameras import Cameras
+from stream import mjpeg, variants
 
 log = logging.getLogger("app")
 

@@ -1,6 +1,6 @@
 """BaseCamera: one camera, its capture runs and the newest frame, shared by every viewer.
 
-    driver frames() -> capture thread (capture.py) -> Fanout (fanout.py) -> each Viewer
+    driver frames() -> capture thread (capture/run.py) -> Fanout (capture/fanout.py) -> each Viewer
 
 A driver subclasses BaseCamera and implements `frames()`, a generator yielding JPEG
 bytes (a static, class or instance method; drivers written for the classic
@@ -19,11 +19,18 @@ import threading
 import time
 from collections.abc import Iterator
 
-import config
-import native
-from capture import CameraError, CaptureRun
-from fanout import CameraClosed, Fanout, Frame, Viewer
-from jpeg import PLACEHOLDER_JPEG, jpeg_size
+from capture import (
+    PLACEHOLDER_JPEG,
+    CameraClosed,
+    CameraError,
+    CaptureRun,
+    Fanout,
+    Frame,
+    Viewer,
+    jpeg_size,
+    native,
+)
+from server import config
 
 __all__ = ["BaseCamera", "CameraClosed", "CameraError", "Frame", "Viewer", "PLACEHOLDER_JPEG",
            "jpeg_size"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import config
 from base_camera import BaseCamera
+from server import config
 
 IMAGES = Path(__file__).resolve().parent / "static" / "emulated"
 DEFAULTS = config.CameraSettings()

@@ -27,8 +27,8 @@ import os
 from collections import deque
 from collections.abc import Iterator
 
-import native
 from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError
+from capture import native
 
 log = logging.getLogger(__name__)
 home_log = logging.getLogger(f"{__name__}.home")  # what runs on picamera2's home logs here

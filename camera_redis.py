@@ -30,11 +30,11 @@ from collections.abc import Iterator
 
 import redis
 
-import config
 from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError, Frame
-from jpeg import split_comment, with_comment
+from capture import split_comment, with_comment
 from recording import RecordingError
-from redact import display_url
+from server import config
+from server.redact import display_url
 
 log = logging.getLogger(__name__)
 

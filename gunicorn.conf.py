@@ -12,11 +12,11 @@ import socket as _socket
 
 import gunicorn.util as _gunicorn_util
 
-import cameras as _cameras
-import config as _config
-import connections as _connections
-import native as _native
-import server as _server
+from capture import native as _native
+from server import cameras as _cameras
+from server import config as _config
+from server import connections as _connections
+from server import process as _server
 
 try:
     _settings = _config.load()
@@ -83,7 +83,7 @@ def post_worker_init(worker):
     """End streams at once when the worker is told to stop, then let gunicorn go on."""
     import signal
 
-    _native.native_logging_locks()  # gevent made them gevent locks: see native.py
+    _native.native_logging_locks()  # gevent made them gevent locks: see capture/native.py
     worker.log.error_log.addFilter(_quiet_send_timeouts)
     _server.redact_gunicorn_logs(worker.log)
     _server.start(getattr(worker, "wsgi", None))  # recording runs from boot, with no viewer

@@ -31,8 +31,9 @@ sys.path[:0] = [str(ROOT), str(HERE), str(DRIVERS)]
 
 import bench  # noqa: E402
 import camera_hd  # noqa: E402
-import variants  # noqa: E402
-from jpeg import jpeg_size  # noqa: E402
+
+from capture import jpeg_size  # noqa: E402
+from stream import variants  # noqa: E402
 
 SOURCE = (1280, 720)
 
@@ -111,7 +112,7 @@ def part_b(args) -> None:
             size = jpeg_size(r.read())
         if size != (320, 180):
             sys.exit(f"/snapshot.jpg?width=320 gave a {size} picture: app.py does not serve "
-                     "?width= yet (see variants.py)")
+                     "?width= yet (see stream/variants.py)")
         print(f"## (b) server: gunicorn app:app (gevent, CAMERA=hd {SOURCE[0]}x{SOURCE[1]} "
               f"at {args.fps:g} fps) on CPU {args.server_cpu}; load client on CPU "
               f"{args.client_cpu}; {args.seconds:g} s per row\n")

@@ -193,7 +193,8 @@ def main() -> None:
         attack(args.attack_port, args.connections, args.attack_seconds)
         return
 
-    print(f"{args.mode}: {args.connections} idle connections from {ATTACKER}, reopened as they are cut; "
+    print(f"{args.mode}: {args.connections} idle connections from {ATTACKER}, "
+          "reopened as they are cut; "
           f"/status from {len(OTHERS)} other addresses, a stream's first frame from {VIEWER}")
     print("| cap | run | /status quiet p50 | /status p50 / p90 / max (failed of n) "
           "| first frame p50 / max | attacker reconnects/s | server CPU (waiting for a core) |")

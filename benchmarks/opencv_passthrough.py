@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import config  # noqa: E402
 from camera_opencv import Camera  # noqa: E402
+from server import config  # noqa: E402
 
 
 def cpu_per_frame(source: Path, frames: int, **settings: str) -> tuple[float, int]:

@@ -13,7 +13,7 @@
 const MAX_STREAMS = 4;
 const SNAPSHOT_EVERY = 3000;  // ms between refreshes of one snapshot tile
 const TILE_FPS = 5;  // a slow stream is all a tile needs; the camera's own page has all
-const LADDER = [160, 320, 480, 640, 960, 1280, 1920];  // the widths variants.py makes
+const LADDER = [160, 320, 480, 640, 960, 1280, 1920];  // the widths stream/variants.py makes
 const MIN_TILE = [320, 180];  // px: a tile smaller than this, and the grid scrolls instead
 const SETTLE = 400;  // ms after the last resize (or a new picture size) before streams change
 const statusUrl = document.currentScript.dataset.status;

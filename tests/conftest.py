@@ -12,10 +12,21 @@ import shutil
 import sys
 
 import pytest
-
 from serverkit import (  # noqa: F401 - the tests' names for them
-    DRIVERS, ROOT, MJPEGStream, Part, Server, fd_count, free_port, rss_kib, silent_viewer,
-    start_server, thread_count, wait_until, worker_pid)
+    DRIVERS,
+    ROOT,
+    MJPEGStream,
+    Part,
+    Server,
+    fd_count,
+    free_port,
+    rss_kib,
+    silent_viewer,
+    start_server,
+    thread_count,
+    wait_until,
+    worker_pid,
+)
 
 MODES = ["gevent", "gthread", "flask"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -58,8 +69,8 @@ def app_client():
     if str(DRIVERS) not in sys.path:
         sys.path.insert(0, str(DRIVERS))
     import app as app_module
-    import config
-    import server as server_module
+    from server import config
+    from server import process as server_module
 
     apps = []
 

@@ -22,8 +22,7 @@ import pytest
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
-import access
-import redact
+from server import access, redact
 
 USER, PASSWORD = "admin", "correct horse 42"
 ATTACKER, NEIGHBOUR = "203.0.113.7", "198.51.100.2"

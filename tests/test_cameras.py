@@ -12,13 +12,12 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
-
-import camera
-import cameras
-import config
-from base_camera import PLACEHOLDER_JPEG, jpeg_size
 from conftest import DRIVERS, ROOT, assert_keeps_up, events, wait_until
 from test_config import run_to_exit
+
+import camera
+from base_camera import PLACEHOLDER_JPEG, jpeg_size
+from server import cameras, config
 
 sys.path.insert(0, str(DRIVERS))
 from camera_solid import solid_jpeg, tagged  # noqa: E402
@@ -76,13 +75,13 @@ def test_each_stream_url_serves_its_cameras_frames_byte_for_byte(three, path, ca
 
 
 def test_each_snapshot_url_serves_its_camera_and_unknown_ones_are_404s(three):
-    for path, camera in [("/snapshot.jpg", "red"), ("/?action=snapshot", "red"),
-                         ("/?action=snapshot_0", "red"), ("/camera/red/snapshot.jpg", "red"),
-                         ("/?action=snapshot_1", "green"),
-                         ("/camera/green/snapshot.jpg?1700000000000", "green")]:
+    for path, name in [("/snapshot.jpg", "red"), ("/?action=snapshot", "red"),
+                       ("/?action=snapshot_0", "red"), ("/camera/red/snapshot.jpg", "red"),
+                       ("/?action=snapshot_1", "green"),
+                       ("/camera/green/snapshot.jpg?1700000000000", "green")]:
         code, headers, body = three.get(path)
         assert code == 200 and headers["Content-Type"] == "image/jpeg", path
-        assert frame_of(body)[0] == camera, path
+        assert frame_of(body)[0] == name, path
     code, _, body = three.get("/camera/broken/snapshot.jpg")
     assert code == 503 and b"no camera at /dev/video9" in body
     for path in ("/?action=stream_3", "/?action=snapshot_3", "/camera/blue/video_feed",

@@ -16,10 +16,10 @@ from functools import partial
 import pytest
 
 import base_camera
-import config
 from base_camera import BaseCamera
-from capture import CameraError, CaptureRun, Clock
-from jpeg import PLACEHOLDER_JPEG
+from capture import PLACEHOLDER_JPEG
+from capture.run import CameraError, CaptureRun, Clock
+from server import config
 
 START = 1000.0  # simulated monotonic time when a run starts
 

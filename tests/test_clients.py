@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import DRIVERS, assert_keeps_up, frame_number, need_tool
 
 sys.path.insert(0, str(DRIVERS))

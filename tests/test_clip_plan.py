@@ -1,4 +1,4 @@
-"""The clip planner (clip_plan.py), pure: which clip each frame belongs to, where files
+"""The clip planner (recording/plan.py), pure: which clip each frame belongs to, where files
 are cut, the pre-event ring and the timelapse stills, with frame times in milliseconds.
 No threads, no disk: `play` drives a planner as the tap does, and the tables say which
 files (kind, first frame, last frame) and stills come out."""
@@ -9,9 +9,20 @@ import math
 
 import pytest
 
-from clip_plan import (GAP_CUT, TICK_GRACE, Asked, ClipPlanner, Close, Held, Open, Rules, Still,
-                       Window, Write)
-from fanout import Frame
+from capture import Frame
+from recording.plan import (
+    GAP_CUT,
+    TICK_GRACE,
+    Asked,
+    ClipPlanner,
+    Close,
+    Held,
+    Open,
+    Rules,
+    Still,
+    Window,
+    Write,
+)
 
 FRAME = b"x" * 100  # every frame's JPEG: 100 bytes
 

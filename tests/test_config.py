@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-import config
 from conftest import start_server
+
+from server import config
 
 BAD_VALUES = [
     ("CAMERA_FPS", "fast"), ("CAMERA_FPS", "0"), ("PORT", "99999"), ("JPEG_QUALITY", "0"),

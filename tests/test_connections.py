@@ -11,10 +11,9 @@ import socket
 import time
 
 import pytest
-
-import config
-import connections
 from conftest import wait_until
+
+from server import config, connections
 
 CAP = {"CAMERA": "counter", "MAX_CONNECTIONS_PER_CLIENT": "8"}
 KEEP_IDLE = ["--keep-alive", "30"]  # idle connections stay until the client closes them

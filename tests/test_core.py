@@ -10,9 +10,16 @@ import time
 
 import cv2
 import numpy as np
-
-from conftest import (DRIVERS, ROOT, assert_keeps_up, events, fd_count, frame_number,
-                      thread_count, wait_until)
+from conftest import (
+    DRIVERS,
+    ROOT,
+    assert_keeps_up,
+    events,
+    fd_count,
+    frame_number,
+    thread_count,
+    wait_until,
+)
 
 sys.path.insert(0, str(DRIVERS))
 from numbered import numbered  # noqa: E402
@@ -61,7 +68,7 @@ def test_emulated_camera_is_the_default_and_loads_images_from_any_directory(serv
     assert bodies[3] == images[0]
     # From another working directory: images are found next to the module.
     proc = subprocess.run(
-        [sys.executable, "-c", "import camera, config; "
+        [sys.executable, "-c", "import camera; from server import config; "
          "print(len(next(camera.Camera(config.load({})).frames())))"],
         cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=30)

@@ -18,10 +18,9 @@ from collections.abc import Callable
 
 import gevent
 import pytest
-
-import native
 from conftest import ROOT
-from fanout import CameraClosed, Fanout
+
+from capture import CameraClosed, Fanout, native
 
 
 def frame(n: int) -> bytes:
@@ -356,8 +355,8 @@ monkey.patch_all()
 
 import json
 import gevent
-import native
-from fanout import CameraClosed, Fanout
+from capture import native
+from capture import CameraClosed, Fanout
 
 fanout = Fanout()
 hub_free = native.Waiter()  # woken by a greenlet that ran while the viewers waited

@@ -10,11 +10,10 @@ import threading
 import time
 
 import pytest
-
-from base_camera import PLACEHOLDER_JPEG
 from conftest import ROOT, events, free_port, start_server, thread_count, wait_until
 from test_config import run_to_exit
 
+from base_camera import PLACEHOLDER_JPEG
 
 # -- secrets -------------------------------------------------------------------------------
 
@@ -237,9 +236,10 @@ def test_the_shutdown_log_says_how_long_it_waited_for_each_stuck_driver(tmp_path
     it, but the server did wait the whole time for it, and the log says so."""
     import sys as _sys
 
-    import config
-    from cameras import Cameras
     from conftest import DRIVERS
+
+    from server import config
+    from server.cameras import Cameras
 
     if str(DRIVERS) not in _sys.path:
         _sys.path.insert(0, str(DRIVERS))

@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import DRIVERS, frame_number, wait_until
 
 sys.path.insert(0, str(DRIVERS))
@@ -66,8 +65,8 @@ def test_tools_get_whole_parts_with_length_and_capture_time(counter, path, heade
 
 
 def test_parts_are_built_once_per_frame_and_shared():
-    import mjpeg
     from base_camera import Frame
+    from stream import mjpeg
 
     frame = Frame(numbered(5), time.time(), 5)
     assert mjpeg.browser_part(frame) is mjpeg.browser_part(frame)

@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-import config
 from conftest import need_tool, wait_until
+
+from server import config
 
 
 def make_video(path: Path, codec: str, frames: int = 20) -> Path:

@@ -8,7 +8,6 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from conftest import DRIVERS, ROOT, need_tool, wait_until
 
 sys.path.insert(0, str(DRIVERS))
@@ -287,7 +286,7 @@ def test_the_grid_asks_again_when_a_tile_outgrows_its_size_not_for_a_few_pixels(
 
 
 def test_the_grid_scripts_ladder_is_the_servers():
-    import variants
+    from stream import variants
 
     script = (ROOT / "static" / "grid.js").read_text()
     ladder = re.search(r"const LADDER = \[([\d, ]+)\]", script)

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-import config
-from base_camera import PLACEHOLDER_JPEG
 from conftest import DRIVERS, ROOT, assert_keeps_up, frame_number, wait_until
+
+from base_camera import PLACEHOLDER_JPEG
+from server import config
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -42,9 +42,10 @@ import json, os, sys, time
 if os.environ.get("PI_TEST_GEVENT"):
     from gevent import monkey
     monkey.patch_all()
-    import native
-    native.native_logging_locks()  # as the server does after gevent patched (see native.py)
-import config, camera_pi
+    from capture import native
+    native.native_logging_locks()  # as the server does after gevent patched (see capture/native.py)
+import camera_pi
+from server import config
 from base_camera import CameraError
 
 def camera(source, **env):

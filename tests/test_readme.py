@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, free_port, need_tool, wait_until
 
 FPS = 20
@@ -321,9 +320,8 @@ def test_the_readme_timelapse_command_makes_a_video_of_the_day(tmp_path):
 
 
 def test_the_readme_redis_commands_serve_a_pi_camera_through_workers(tmp_path):
-    from test_redis import RedisServer
-
     from conftest import DRIVERS
+    from test_redis import RedisServer
     redis_server = RedisServer(tmp_path)
     publish_line, workers_line = checked_block("redis")
     port = free_port()

@@ -22,18 +22,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import DRIVERS, IN_CI, ROOT, assert_keeps_up, frame_number, need_tool, wait_until
 
 sys.path[:0] = [str(ROOT), str(DRIVERS)]
 
-import access  # noqa: E402
-import cameras  # noqa: E402
-import clip_file  # noqa: E402
-import config  # noqa: E402
-import recording  # noqa: E402
-import recordings_http  # noqa: E402
 from numbered import numbered  # noqa: E402
+
+import recording  # noqa: E402
+from recording import clip_file  # noqa: E402
+from recording import routes as recordings_http  # noqa: E402
+from server import access, cameras, config  # noqa: E402
 
 FPS = 30.0
 
@@ -87,7 +85,7 @@ def check_file(path: Path, frames: int, start: float, duration: float, kind: str
     assert len(recorded) == frames
     av = recording.load_av()
     with av.open(str(path)) as container:
-        assert recording.created(container) == pytest.approx(start, abs=0.001)
+        assert clip_file.created(container) == pytest.approx(start, abs=0.001)
         # Seekable (the Cues): a seek lands on the frame asked for.
         stream = container.streams.video[0]
         middle = recorded[len(recorded) // 2][0]

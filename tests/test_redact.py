@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import redact
+from server import redact
 
 CGI = "http://cam/cgi-bin/snapshot.cgi?loginuse=admin&{name}=s3cr%40t&res=1"
 

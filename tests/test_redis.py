@@ -11,11 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    DRIVERS,
+    ROOT,
+    assert_keeps_up,
+    events,
+    frame_number,
+    free_port,
+    need_tool,
+    wait_until,
+)
+from test_config import run_to_exit
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import (DRIVERS, ROOT, assert_keeps_up, events, frame_number, free_port,
-                      need_tool, wait_until)
-from test_config import run_to_exit
 
 sys.path.insert(0, str(DRIVERS))
 from numbered import numbered  # noqa: E402

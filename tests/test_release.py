@@ -23,18 +23,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import DRIVERS, ROOT, thread_count, wait_until
 from serverkit import open_files, silent_viewer
 
 sys.path[:0] = [str(ROOT), str(DRIVERS)]
 
-import cameras  # noqa: E402
-import config  # noqa: E402
-import recording  # noqa: E402
-from clip_file import ClipFile  # noqa: E402
-from fanout import Frame  # noqa: E402
 from numbered import numbered  # noqa: E402
+
+import recording  # noqa: E402
+from capture import Frame  # noqa: E402
+from recording.clip_file import ClipFile  # noqa: E402
+from server import cameras, config  # noqa: E402
 
 ACCEPT = {"Accept": "*/*"}
 
@@ -205,7 +204,7 @@ def test_a_live_stream_closed_before_its_first_part_releases_its_viewer(app_clie
 
 def folder_with_index(tmp_path: Path, files: list[str], lines: list[str]):
     """A day folder with stub recordings `files` and an index of `lines`."""
-    import recordings
+    from recording import folder as recordings
 
     day = tmp_path / "cam" / "2025-01-02"
     day.mkdir(parents=True)

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import signal
 import shutil
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    assert_keeps_up,
+    events,
+    frame_number,
+    rss_kib,
+    silent_viewer,
+    thread_count,
+    wait_until,
+)
 
 from base_camera import PLACEHOLDER_JPEG
-from conftest import (assert_keeps_up, events, frame_number, rss_kib, silent_viewer,
-                      thread_count, wait_until)
-
 
 # -- camera faults -------------------------------------------------------------------------
 

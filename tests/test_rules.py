@@ -8,7 +8,6 @@ import runpy
 import sys
 
 import pytest
-
 from conftest import DRIVERS, ROOT, frame_number
 
 sys.path.insert(0, str(DRIVERS))
@@ -186,7 +185,7 @@ def test_only_pages_forbid_framing_and_streams_and_snapshots_stay_embeddable(app
     ("FRAME_ANCESTORS", "http://a.example; script-src *", "FRAME_ANCESTORS="),
 ])
 def test_bad_allowed_hosts_and_frame_ancestors_are_one_line_errors(name, value, message):
-    import config
+    from server import config
 
     with pytest.raises(config.ConfigError) as error:
         config.load({name: value})
@@ -194,7 +193,7 @@ def test_bad_allowed_hosts_and_frame_ancestors_are_one_line_errors(name, value, 
 
 
 def test_allowed_hosts_takes_commas_wildcards_and_international_names():
-    import config
+    from server import config
 
     settings = config.load({"ALLOWED_HOSTS": "Camera.Example.org, *.example.net kamera.bücher.de"})
     assert settings.allowed_hosts == ("camera.example.org", "*.example.net",

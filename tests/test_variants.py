@@ -1,4 +1,4 @@
-"""Size variants (variants.py): ?width=, ?height=, ?quality= made once per frame and shared.
+"""Size variants (stream/variants.py): ?width=, ?height=, ?quality= made once per frame and shared.
 
 In-process tests build a camera from tests/drivers/camera_hd.py (camera-like 1280x720
 JPEGs at 30 fps) and drive `Variants` from OS threads, as the server's workers do. The
@@ -17,12 +17,10 @@ import time
 import pytest
 from conftest import DRIVERS, frame_number, wait_until
 
-import cameras
-import config
-import variants
-from fanout import CameraClosed
-from jpeg import PLACEHOLDER_JPEG, jpeg_size
-from variants import Key, Spec, Variants, fit, parse_request
+from capture import PLACEHOLDER_JPEG, CameraClosed, jpeg_size
+from server import cameras, config
+from stream import variants
+from stream.variants import Key, Spec, Variants, fit, parse_request
 
 sys.path.insert(0, str(DRIVERS))  # the test drivers (camera_hd)
 

@@ -2,9 +2,9 @@
 OpenCV read(): the stdlib's own time.sleep, not gevent's."""
 
 from gevent.monkey import get_original
+from numbered import numbered
 
 from base_camera import BaseCamera
-from numbered import numbered
 
 blocking_sleep = get_original("time", "sleep")
 

@@ -5,8 +5,9 @@ of padding each."""
 import os
 import time
 
-from base_camera import BaseCamera
 from numbered import numbered, record
+
+from base_camera import BaseCamera
 
 
 class Camera(BaseCamera):

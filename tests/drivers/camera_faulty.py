@@ -7,9 +7,9 @@ import os
 import time
 
 from gevent.monkey import get_original
+from numbered import numbered, record
 
 from base_camera import BaseCamera, CameraError
-from numbered import numbered, record
 
 blocking_sleep = get_original("time", "sleep")
 

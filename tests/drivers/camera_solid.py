@@ -7,9 +7,9 @@ import time
 
 import cv2
 import numpy as np
+from numbered import record
 
 from base_camera import BaseCamera
-from numbered import record
 
 
 def solid_jpeg(rgb: str, size=(160, 120)) -> bytes:

@@ -5,8 +5,9 @@ server passed the driver's time on (X-Timestamp) or made up its own."""
 import os
 import time
 
-from base_camera import BaseCamera
 from numbered import numbered
+
+from base_camera import BaseCamera
 
 EPOCH = 1_000_000_000.0
 

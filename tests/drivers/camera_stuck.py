@@ -5,9 +5,9 @@ whose read() hangs. Each call of frames() is recorded as "start"."""
 import os
 
 from gevent.monkey import get_original
+from numbered import numbered, record
 
 from base_camera import BaseCamera
-from numbered import numbered, record
 
 blocking_sleep = get_original("time", "sleep")
 

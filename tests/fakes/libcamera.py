@@ -25,7 +25,7 @@ import os
 import weakref
 from dataclasses import dataclass
 
-from native import original  # the project's: the stdlib's own, after gevent's patch
+from capture.native import original  # the project's: the stdlib's own, after gevent's patch
 
 BUFFERS = 6  # picamera2's default buffer_count for video (picamera2.py:888)
 

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import native
+from . import native
 
 try:
     from greenlet import getcurrent as _getcurrent  # comes with gevent

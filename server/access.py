@@ -52,7 +52,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
-import redact
+from . import redact
 
 log = logging.getLogger("access")
 

@@ -5,8 +5,8 @@
 
 No threads, no disk and no clock of its own: a frame's capture time is the time, so the
 tap may look at frames late without changing a file, and tests drive it with numbers.
-The tap (recorder_tap.py) feeds it and queues its decisions to the writer
-(recorder_writer.py), which carries them out.
+The tap (tap.py) feeds it and queues its decisions to the writer
+(writer.py), which carries them out.
 
 The one rule of which clip a frame belongs to is `Asked.wanted`: a manual clip or an
 event while its window holds the frame's time, and the clip already open goes on while
@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from config import CameraSettings
-    from fanout import Frame
+    from capture import Frame
+    from server.config import CameraSettings
 
 GAP_CUT = 10.0  # a continuous file is cut when the camera gave no frame for this long
 TICK_GRACE = 1.0  # a deadline passed by this much ends a clip even without frames

@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import config
-import redact
+from . import config, redact
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # the project folder
 CONF = HERE / "gunicorn.conf.py"
 log = logging.getLogger("server")
 

@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Response
 
-import native
-from fanout import CameraClosed, Frame, Viewer
+from capture import CameraClosed, Frame, Viewer, native
 
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"

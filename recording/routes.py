@@ -3,7 +3,7 @@ delete recordings, list timelapse stills; and the `flask --app app timelapse` co
 
     recordings_http.install(app, cameras.recorders)  # the routes and the command
 
-Access (Basic auth, cross-site refusal of POST and DELETE) is the app's, from access.py.
+Access (Basic auth, cross-site refusal of POST and DELETE) is the app's, from server/access.py.
 A file name from a URL is only ever used after it matched the exact names the recorder
 makes and resolved to a regular file inside that camera's folder; anything else is 404.
 """
@@ -18,13 +18,22 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-from flask import (Blueprint, Flask, Response, abort, current_app, jsonify, request,
-                   send_file, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    request,
+    send_file,
+    url_for,
+)
 
-import mjpeg
-import native
-import recording
-from fanout import Fanout
+from capture import Fanout, native
+from stream import mjpeg
+
+from . import recorder as recording
 
 log = logging.getLogger("recording")
 

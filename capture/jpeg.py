@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PLACEHOLDER_JPEG = (Path(__file__).resolve().parent / "static" / "unavailable.jpg").read_bytes()
+PLACEHOLDER_JPEG = (Path(__file__).resolve().parents[1] / "static" / "unavailable.jpg").read_bytes()
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

@@ -33,9 +33,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import native
-from fanout import CameraClosed, Fanout, Frame, Viewer
-from jpeg import jpeg_size
+from capture import CameraClosed, Fanout, Frame, Viewer, jpeg_size, native
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The recorder's writer: the planner's decisions (clip_plan.py) in, files on disk out.
+"""The recorder's writer: the planner's decisions (plan.py) in, files on disk out.
 
     tap --WriterQueue (bounded)--> Writer.run (its own native thread) --> files
 
@@ -8,7 +8,7 @@ applies retention, and on a disk error stops that camera's recording, leaves no 
 unplayable file and retries every RETRY_AFTER seconds. Only this thread calls PyAV's mux,
 never the event loop; it holds the GIL only briefly.
 
-Where files go, their names, the index, listing and retention: recordings.py.
+Where files go, their names, the index, listing and retention: folder.py.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import native
-from clip_file import ClipFile
-from clip_plan import Close, Held, Kind, Open, Still, Step, Write
+from capture import native
+
+from .clip_file import ClipFile
+from .plan import Close, Held, Kind, Open, Step, Still, Write
 
 if TYPE_CHECKING:
-    from config import CameraSettings
-    from fanout import Frame
-    from recordings import CameraFolder
+    from capture import Frame
+    from server.config import CameraSettings
+
+    from .folder import CameraFolder
 
 log = logging.getLogger("recording")
 

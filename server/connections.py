@@ -184,7 +184,8 @@ def _gevent_listener(listener, gate: Gate):
     class gevent lets subclasses choose (`_gevent_sock_class`); without that hook (a
     future gevent), the listener is left as it is and every refusal takes the slow path.
     """
-    from gevent import _socket3, socket as gevent_socket
+    from gevent import _socket3
+    from gevent import socket as gevent_socket
 
     native = getattr(_socket3, "_wrefsocket", None)
     if native is None or not hasattr(gevent_socket.socket, "_gevent_sock_class"):

@@ -18,12 +18,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import base_camera
-import config
 from base_camera import BaseCamera
 from recording import Recorders
-from variants import Variants
+from stream import Variants
 
-HERE = Path(__file__).resolve().parent
+from . import config
+
+HERE = Path(__file__).resolve().parents[1]  # the project folder
 log = logging.getLogger(__name__)
 
 

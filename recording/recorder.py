@@ -6,19 +6,19 @@ the stream and never at its expense.
 One Recorder per camera, two native OS threads while it has something to do. Its parts,
 each in its own module:
 
-- clip_plan.py: which clip is wanted, and when: the one rule (manual, event, continuous;
+- plan.py: which clip is wanted, and when: the one rule (manual, event, continuous;
   a trigger extends a clip), cuts, the pre-event ring and the timelapse stills' times.
   Pure: frames and requests in, decisions out;
-- recorder_tap.py: what request handlers asked, and the tap thread, which looks at the
+- tap.py: what request handlers asked, and the tap thread, which looks at the
   camera's frames every TAP_INTERVAL, asks the planner and queues its decisions. It never
   touches the disk, so a stalled disk costs dropped recording frames (counted), never a
   viewer's or the capture's time;
-- recorder_writer.py: the bounded queue and the writer thread: PyAV muxing
+- writer.py: the bounded queue and the writer thread: PyAV muxing
   (clip_file.py), one writev per batch, stills, the index, retention, and disk errors
   (stop that camera's recording, leave no empty or unplayable file, retry);
 - here: the control and status surface (Recorder) and every camera's (Recorders).
 
-Where files go, their names, the index, listing and retention: recordings.py.
+Where files go, their names, the index, listing and retention: folder.py.
 
 Calls from request handlers (greenlets) only change state under a native lock and wake
 or start the threads: they never wait for the disk.
@@ -33,13 +33,20 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import native
-from clip_file import RecordingError, created, load_av, make_timelapse, probe
-from clip_plan import Asked, Rules
-from recorder_tap import Tap
-from recorder_writer import QUEUE_BYTES, QUEUE_FRAMES, Figures, Writer
-from recordings import (TIMELAPSE, CameraFolder, Recording, file_pattern, timelapse_video_name,
-                        valid_day)
+from capture import native
+
+from .clip_file import RecordingError, created, load_av, make_timelapse, probe
+from .folder import (
+    TIMELAPSE,
+    CameraFolder,
+    Recording,
+    file_pattern,
+    timelapse_video_name,
+    valid_day,
+)
+from .plan import Asked, Rules
+from .tap import Tap
+from .writer import QUEUE_BYTES, QUEUE_FRAMES, Figures, Writer
 
 if TYPE_CHECKING:
     from base_camera import BaseCamera

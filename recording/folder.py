@@ -28,10 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clip_file import RecordingError, probe
+from .clip_file import RecordingError, probe
 
 if TYPE_CHECKING:
-    from clip_file import ClipFile
+    from .clip_file import ClipFile
 
 log = logging.getLogger("recording")
 

@@ -44,8 +44,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
-from fanout import Frame
-from jpeg import jpeg_size
+from capture import Frame, jpeg_size
 
 MS = Fraction(1, 1000)  # the time base of every timestamp written (Matroska's default)
 MUXER_OPTIONS = {"cluster_size_limit": "0", "flush_packets": "1", "write_crc32": "0"}

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from redact import display_url
+from .redact import display_url
 
 
 class ConfigError(ValueError):

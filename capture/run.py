@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import native
-from redact import redact
-from jpeg import PLACEHOLDER_JPEG
+from server.redact import redact
+
+from . import native
+from .jpeg import PLACEHOLDER_JPEG
 
 log = logging.getLogger(__name__)
 

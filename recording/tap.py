@@ -6,8 +6,8 @@ native thread that turns it and the camera's frames into the writer's messages.
 
 The tap looks at the camera's frames every TAP_INTERVAL and takes every live one since
 its last look (`Viewer.next_frames` over a short fanout history); the planner
-(clip_plan.py) decides when clips start, cut and end and picks the timelapse stills; the
-tap hands those decisions to the writer's bounded queue (recorder_writer.py). It never
+(plan.py) decides when clips start, cut and end and picks the timelapse stills; the
+tap hands those decisions to the writer's bounded queue (writer.py). It never
 touches the disk, so a stalled disk costs dropped recording frames (counted), never a
 viewer's or the capture's time. It runs while something is asked or the settings record
 all the time; a request starts it again.
@@ -23,15 +23,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import native
-from clip_file import RecordingError
-from clip_plan import Asked, Clip, ClipPlanner, Rules
-from fanout import CameraClosed
-from recorder_writer import Figures, Stop, Writer, WriterQueue
+from capture import CameraClosed, native
+
+from .clip_file import RecordingError
+from .plan import Asked, Clip, ClipPlanner, Rules
+from .writer import Figures, Stop, Writer, WriterQueue
 
 if TYPE_CHECKING:
     from base_camera import BaseCamera
-    from fanout import Viewer
+    from capture import Viewer
 
 log = logging.getLogger("recording")
 
