@@ -1,21 +1,17 @@
 """gunicorn settings: `python app.py` and `gunicorn app:app` (from this folder) use them.
 
 From another folder gunicorn skips this file silently: pass `--config
-/path/to/gunicorn.conf.py` (the systemd unit in the README does).
+/path/to/gunicorn.conf.py` (`python app.py` always does).
 
 One gevent worker: one process owns the cameras (for several workers, see the Redis
 frame bus in the README). The settings are validated here, in the master, so a bad
 value stops gunicorn with one line instead of a worker boot loop.
 """
 
-import socket as _socket
-
-import gunicorn.util as _gunicorn_util
-
-from capture import native as _native
 from server import cameras as _cameras
 from server import config as _config
 from server import connections as _connections
+from server import patches as _patches
 from server import process as _server
 
 try:
@@ -43,28 +39,7 @@ accesslog = None
 loglevel = _settings.log_level.lower()
 
 
-def _write_chunk(sock, data):
-    """gunicorn's chunked write as one gather-write.
-
-    gunicorn.util.write_chunk joins size line, data and CRLF into a new bytes object and
-    calls sendall, which in gevent also asks the kernel for SO_SNDBUF on every call. For
-    a stream that is one copy of every frame for every viewer: sending the three pieces
-    with one sendmsg saves about a fifth of the CPU per delivered frame (see
-    benchmarks/README.md). The socket's timeout still applies (STREAM_SEND_TIMEOUT).
-    """
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    views = [memoryview(b"%X\r\n" % len(data)), memoryview(data), memoryview(b"\r\n")]
-    while views:
-        sent = sock.sendmsg(views)
-        while views and sent >= len(views[0]):
-            sent -= len(views.pop(0))
-        if sent:
-            views[0] = views[0][sent:]
-
-
-if hasattr(_gunicorn_util, "write_chunk") and hasattr(_socket.socket, "sendmsg"):
-    _gunicorn_util.write_chunk = _write_chunk
+_patches.chunked_writes()  # one sendmsg per chunk (server/patches.py)
 
 
 def on_starting(server):
@@ -83,7 +58,7 @@ def post_worker_init(worker):
     """End streams at once when the worker is told to stop, then let gunicorn go on."""
     import signal
 
-    _native.native_logging_locks()  # gevent made them gevent locks: see capture/native.py
+    _patches.native_logging_locks()  # gevent made them gevent locks: see server/patches.py
     worker.log.error_log.addFilter(_quiet_send_timeouts)
     _server.redact_gunicorn_logs(worker.log)
     _server.start(getattr(worker, "wsgi", None))  # recording runs from boot, with no viewer

@@ -88,7 +88,7 @@ def timed_status(port: int, source: str, timeout: float = 15.0) -> float | None:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                       source_address=(source, 0)) as sock:
-            sock.sendall(b"GET /status HTTP/1.1\r\nHost: camera\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk

@@ -90,30 +90,6 @@ class Waiter:
             self._lock.acquire(timeout=max(timeout, 0))
 
 
-def native_logging_locks() -> None:
-    """Give logging native locks again after gevent's patch_all.
-
-    gevent swaps logging's module lock and every handler's lock for gevent locks. A
-    greenlet waiting for one that a native thread (a capture thread, picamera2's home)
-    holds may never wake (gevent issues #2013, #1744). Native locks are held only while
-    a line is written, which never switches greenlets.
-    """
-    import logging
-
-    new_rlock = original("_thread", "RLock")
-    logging._lock = new_rlock()
-    for ref in list(logging._handlerList):
-        handler = ref()
-        if handler is not None:
-            handler.lock = new_rlock()
-
-    def create_lock(handler: logging.Handler) -> None:
-        handler.lock = new_rlock()
-        logging._register_at_fork_reinit_lock(handler)
-
-    logging.Handler.createLock = create_lock
-
-
 def destroy_thread_hub() -> None:
     """Free the gevent hub code in this native thread may have made (a patched
     time.sleep makes one), so a thread that ends leaves no event loop behind."""

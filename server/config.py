@@ -379,7 +379,37 @@ def _is_loopback(host: str) -> bool:
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
+    username, password = _login(env)
+    redis_url = _redis_url(env)
+    channel = env.get("CAMERA_CHANNEL", "").strip() or Settings.camera_channel
+    driver = _env_camera_values(env).get("driver", "")
+    return Settings(
+        cameras=_cameras(env, redis_url, channel),
+        camera=driver,
+        host=_host(env.get("HOST", "")),
+        port=number(int, minimum=0, maximum=65535)("PORT", env.get("PORT", "").strip() or "5000"),
+        send_timeout=number(above=0, maximum=3600)(
+            "STREAM_SEND_TIMEOUT", env.get("STREAM_SEND_TIMEOUT", "").strip() or "30"),
+        max_clients=number(int, minimum=1, optional=True)("MAX_CLIENTS",
+                                                          env.get("MAX_CLIENTS", "")),
+        auth_username=username,
+        auth_password=password,
+        cors_allow_origins=_origins(env.get("CORS_ALLOW_ORIGIN", "")),
+        log_level=_log_level(env),
+        redis_url=redis_url,
+        camera_channel=channel,
+        cameras_file=env.get("CAMERAS_FILE", "").strip() or None,
+        recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
+        proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
+                                                      env.get("PROXY_HOPS", "").strip() or "0"),
+        allowed_hosts=_allowed_hosts(env.get("ALLOWED_HOSTS", "")),
+        frame_ancestors=_frame_ancestors(env.get("FRAME_ANCESTORS", "")),
+        max_connections_per_client=_connection_cap(env.get("MAX_CONNECTIONS_PER_CLIENT", "")),
+    )
 
+
+def _login(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD: both or neither."""
     username = env.get("BASIC_AUTH_USERNAME") or None
     password = env.get("BASIC_AUTH_PASSWORD") or None
     if (username is None) != (password is None):
@@ -389,25 +419,33 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     if username is not None and ":" in username:
         raise ConfigError("BASIC_AUTH_USERNAME must not contain ':' (HTTP Basic auth "
                           "splits on the first one)")
+    return username, password
 
+
+def _log_level(env: Mapping[str, str]) -> str:
     level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return level
 
+
+def _redis_url(env: Mapping[str, str]) -> str:
     redis_url = env.get("REDIS_URL", "").strip() or Settings.redis_url
     try:
         urlsplit(redis_url).port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         redis_url = ""
     if not re.fullmatch(r"(redis|rediss|unix)://\S*", redis_url):
-        redis_url = env.get("REDIS_URL", "").strip()
-        shown = display_url(redis_url)  # the message must not carry the password
+        shown = display_url(env.get("REDIS_URL", "").strip())  # never the password
         raise ConfigError(f"REDIS_URL={shown!r}: expected redis://[:password@]host[:port]"
                           "[/db], rediss://... or unix:///path")
-    channel = env.get("CAMERA_CHANNEL", "").strip() or Settings.camera_channel
+    return redis_url
 
+
+def _cameras(env: Mapping[str, str], redis_url: str,
+             channel: str) -> tuple[CameraSettings, ...]:
+    """The cameras of CAMERAS_FILE, or the one camera of the environment."""
     defaults = _env_camera_values(env)
-    driver = defaults.get("driver", "")
     cameras_file = env.get("CAMERAS_FILE", "").strip() or None
     if cameras_file:
         cameras = _cameras_from_file(cameras_file, defaults)
@@ -419,31 +457,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"CAMERA_NAME={name!r}: expected lowercase letters, digits, "
                               "'-' and '_'")
         cameras = (CameraSettings(**defaults, name=name, channel=channel),)
-    if driver == "redis":  # web workers: every camera comes from the publisher
+    if defaults.get("driver", "") == "redis":  # web workers: every camera from the publisher
         cameras = tuple(replace(c, driver="redis") for c in cameras)
-    cameras = tuple(replace(c, redis_url=redis_url) for c in cameras)
-
-    return Settings(
-        cameras=cameras,
-        camera=driver,
-        host=_host(env.get("HOST", "")),
-        port=number(int, minimum=0, maximum=65535)("PORT", env.get("PORT", "").strip() or "5000"),
-        send_timeout=number(above=0, maximum=3600)(
-            "STREAM_SEND_TIMEOUT", env.get("STREAM_SEND_TIMEOUT", "").strip() or "30"),
-        max_clients=number(int, minimum=1, optional=True)("MAX_CLIENTS",
-                                                          env.get("MAX_CLIENTS", "")),
-        auth_username=username,
-        auth_password=password,
-        cors_allow_origins=_origins(env.get("CORS_ALLOW_ORIGIN", "")),
-        log_level=level,
-        redis_url=redis_url,
-        camera_channel=channel,
-        cameras_file=cameras_file,
-        recordings_dir=env.get("RECORDINGS_DIR", "").strip() or Settings.recordings_dir,
-        proxy_hops=number(int, minimum=0, maximum=10)("PROXY_HOPS",
-                                                      env.get("PROXY_HOPS", "").strip() or "0"),
-        allowed_hosts=_allowed_hosts(env.get("ALLOWED_HOSTS", "")),
-        frame_ancestors=_frame_ancestors(env.get("FRAME_ANCESTORS", "")),
-        max_connections_per_client=_connection_cap(env.get("MAX_CONNECTIONS_PER_CLIENT", "")),
-    )
+    return tuple(replace(c, redis_url=redis_url) for c in cameras)
 

@@ -42,8 +42,8 @@ import json, os, sys, time
 if os.environ.get("PI_TEST_GEVENT"):
     from gevent import monkey
     monkey.patch_all()
-    from capture import native
-    native.native_logging_locks()  # as the server does after gevent patched (see capture/native.py)
+    from server import patches
+    patches.native_logging_locks()  # as the server does after gevent patched
 import camera_pi
 from server import config
 from base_camera import CameraError

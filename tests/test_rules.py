@@ -206,10 +206,12 @@ def test_the_gunicorn_write_patch_is_what_gunicorn_calls(monkeypatch):
     from gunicorn import util
     from gunicorn.http.wsgi import Response as GunicornResponse
 
+    from server import patches
+
     monkeypatch.setattr(util, "write_chunk", util.write_chunk)  # restored afterwards
     monkeypatch.chdir(ROOT)
-    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    assert util.write_chunk is conf["_write_chunk"]
+    runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert util.write_chunk is patches.write_chunk
 
     class Socket:
         gathered: list = []  # what came through sendmsg, the patch's way
