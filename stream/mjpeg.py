@@ -25,6 +25,7 @@ from capture import CameraClosed, Frame, Viewer, native
 BOUNDARY = "frame"
 MIMETYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # ?fps= bounds: one frame per 100 s at the least
+RATE_SLACK = 0.005  # seconds of capture jitter a ?fps= schedule absorbs
 CHECK_EVERY = 2.0  # seconds: a viewer that left while nothing was sent is noticed this soon
 BROWSER_DESTINATIONS = {"image", "document", "iframe", "frame", "embed", "object"}
 NO_CACHE = {
@@ -103,35 +104,32 @@ def _released(body: Iterator[bytes], release: Callable[[], None]) -> Iterator[by
 
 
 def stream(viewer: Viewer, advance: bool, fps: float | None,
-           sock: socket.socket | None = None) -> Iterator[bytes]:
+           sock: socket.socket | None = None,
+           clock: Callable[[], float] = time.monotonic) -> Iterator[bytes]:
     """The response body: one part per frame the viewer takes, for as long as it reads.
 
     `fps` caps this viewer's rate. A closed connection is noticed at the next write, or
-    within CHECK_EVERY seconds while nothing is written (a low cap, a silent camera).
+    within CHECK_EVERY seconds (by `clock`) while nothing is written (a low cap, a
+    silent camera).
     """
     part = browser_part if advance else exact_part
     interval = 1.0 / fps if fps else 0.0
     due = 0.0
-    alive_at = time.monotonic()
+    alive_at = clock()
     try:
         yield _PART_HEAD + b"\r\n" if advance else _BOUNDARY_LINE[2:]
         while True:
             frame = viewer.next_frame(CHECK_EVERY)
             if frame is not None and interval:
-                # Keep to a schedule of capture times so ?fps=N averages N; 5 ms of
-                # slack absorbs capture jitter.
-                if frame.timestamp + 0.005 < due:
-                    frame = None
-                else:
-                    due = (due + interval if frame.timestamp < due + interval
-                           else frame.timestamp + interval)
+                due, wanted = rate_cap(frame.timestamp, due, interval)
+                frame = frame if wanted else None
             if frame is not None:
                 yield part(frame)
-                alive_at = time.monotonic()
-            elif time.monotonic() - alive_at >= CHECK_EVERY:
+                alive_at = clock()
+            elif clock() - alive_at >= CHECK_EVERY:
                 if sock is not None and peer_closed(sock):
                     return
-                alive_at = time.monotonic()
+                alive_at = clock()
     except CameraClosed:
         # Shutting down: make the server's next keep-alive read see EOF, so the
         # connection closes now instead of idling through the graceful timeout.
@@ -142,6 +140,18 @@ def stream(viewer: Viewer, advance: bool, fps: float | None,
                 pass
     finally:
         viewer.close()
+
+
+def rate_cap(timestamp: float, due: float, interval: float) -> tuple[float, bool]:
+    """?fps=: is the frame captured at `timestamp` sent, and when is the next one due?
+
+    A schedule of capture times, so ?fps=N averages N however the camera's rate divides
+    into it; RATE_SLACK absorbs capture jitter. A viewer that fell behind (or the first
+    frame) restarts the schedule from its frame rather than bursting to catch up.
+    """
+    if timestamp + RATE_SLACK < due:
+        return due, False
+    return (due + interval if timestamp < due + interval else timestamp + interval), True
 
 
 _poll = native.original("select", "poll") if hasattr(select, "poll") else None

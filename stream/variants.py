@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from capture import CameraClosed, Fanout, Frame, Viewer, jpeg_size, native
 
+from .mjpeg import rate_cap
+
 log = logging.getLogger(__name__)
 
 WIDTHS = (160, 320, 480, 640, 960, 1280, 1920)
@@ -42,7 +44,6 @@ HEIGHTS = (120, 180, 240, 360, 480, 540, 720, 1080)
 MAX_PIXELS = 10000  # the largest width or height a query may name
 LINGER = 5.0  # seconds a variant nobody watches is kept
 TICK = 0.5  # seconds the maker waits for a frame before it looks at its variants again
-SLACK = 0.005  # seconds of capture jitter a ?fps= schedule absorbs (as mjpeg.stream)
 REDUCTIONS = (8, 4, 2)  # libjpeg's scaled decodes, largest first
 
 _cv2 = None
@@ -220,13 +221,12 @@ class _Variant:
         if cap is None:
             self.skipped += missed
             return True
-        if timestamp + SLACK < self.due:
-            return False
         interval = 1.0 / cap
-        if self.due and timestamp >= self.due + interval:
+        due, wanted = rate_cap(timestamp, self.due, interval)
+        if wanted and self.due and timestamp >= self.due + interval:
             self.skipped += int((timestamp - self.due) / interval)  # whole slots gone by
-        self.due = self.due + interval if timestamp < self.due + interval else timestamp + interval
-        return True
+        self.due = due
+        return wanted
 
     def status(self) -> dict:
         made, costs = list(self.made), list(self.costs)  # copies: the maker appends

@@ -271,6 +271,16 @@ def recorder_of(tmp_path: Path, monkeypatch) -> recording.Recorder:
     return recorder
 
 
+def first_error(recorder) -> str:
+    """The error /status shows once the recorder has tried its first file."""
+    try:
+        recorder.start()
+        return wait_until(lambda: recorder.status()["recorder"]["error"], timeout=5)
+    finally:
+        recorder.close(wait=5)
+        recorder.camera.close()
+
+
 @pytest.mark.parametrize("failure", [errno.EACCES, errno.ENOSPC])
 def test_status_names_the_failing_file_relative_to_the_recordings_dir(
         tmp_path, monkeypatch, failure):
@@ -284,12 +294,7 @@ def test_status_names_the_failing_file_relative_to_the_recordings_dir(
 
     monkeypatch.setattr(ClipFile, "__init__", lambda self, path, *a, **k:
                         refuse(path))
-    try:
-        recorder.start()
-        error = wait_until(lambda: recorder.status()["recorder"]["error"], timeout=5)
-    finally:
-        recorder.close(wait=5)
-        recorder.camera.close()
+    error = first_error(recorder)
     assert str(tmp_path) not in error
     relative = made[0].relative_to(root.resolve()).as_posix()
     assert relative.startswith("cam/") and f"writing {relative};" in error
@@ -304,12 +309,7 @@ def test_status_names_the_recordings_dir_itself_by_its_setting(tmp_path, monkeyp
         raise PermissionError(errno.EACCES, "Permission denied", str(root))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    try:
-        recorder.start()
-        error = wait_until(lambda: recorder.status()["recorder"]["error"], timeout=5)
-    finally:
-        recorder.close(wait=5)
-        recorder.camera.close()
+    error = first_error(recorder)
     assert str(tmp_path) not in error and "writing RECORDINGS_DIR;" in error
 
 
