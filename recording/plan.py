@@ -222,7 +222,13 @@ class ClipPlanner:
     def tick(self, now: float, asked: Asked, closing: bool = False) -> list[Step]:
         """A look without frames at wall time `now`: deadlines pass all the same (a camera
         that stopped delivering), once passed by TICK_GRACE."""
-        self.as_of = ts = now - TICK_GRACE
+        ts = now - TICK_GRACE
+        if self.clip is not None:
+            # Never before the clip's newest frame: a look too soon for a new frame (a
+            # loaded machine, the quick look after a request) is no deadline passing, and
+            # a time before the clip's start would end it as "not asked for yet".
+            ts = max(ts, self.clip.last)
+        self.as_of = ts
         if self.clip is not None and (closing or asked.wanted(ts, self.clip.kind,
                                                               self.rules.continuous) is None):
             self.clip = None

@@ -162,6 +162,12 @@ CASES = [
     ("no frames: a manual clip ends once its deadline is passed by TICK_GRACE",
      rules("off"), {1000: "record 2000"}, 5000, {"dark": (2500, 5001)},
      ["manual 1000-2250 closed at 4000"]),
+    ("a look without a new frame early in a clip does not cut it in two (a loaded "
+     "machine, or a look that came too soon)", rules("off"), {1000: "record 2000"}, 4000,
+     {"every": 100, "look": 100, "dark": (1200, 1400)}, ["manual 1000-2900"]),
+    ("an event clip likewise", rules("events", pre_event=0, post_event=2000),
+     {1000: "event"}, 4000, {"every": 100, "look": 100, "dark": (1200, 1400)},
+     ["event 1000-2900"]),
     # -- closing
     ("the recorder closes: the open file ends with the last frame before",
      rules("continuous"), {2000: "close"}, 4000, {}, ["continuous 0-1750"]),

@@ -126,10 +126,9 @@ def test_slow_viewer_skips_frames_and_does_not_hold_up_others(servers, mode):
     slow, fast = server.stream(rcvbuf=16384), server.stream()
     first = frame_number(slow.next_part().body)
     fast_numbers = [frame_number(p.body) for p in fast.frames(40)]  # 1.6 s; slow reads none
-    # Not held up: a viewer held up by the slow one would lose every frame once the slow
-    # one's buffers are full (about the 3rd); a machine loaded by the other tests costs
-    # a few (3 of 40 were seen under CI's load).
-    assert fast_numbers == sorted(set(fast_numbers)) and fast_numbers[-1] - fast_numbers[0] < 45
+    # Not held up: a viewer held up by the slow one would get nothing once the slow
+    # one's buffers are full (about the 3rd frame); this one keeps the camera's rate.
+    assert_keeps_up(fast_numbers)
     slow_numbers = [first] + [frame_number(slow.next_part().body) for _ in range(60)]
     assert slow_numbers == sorted(set(slow_numbers)), "duplicates or disorder"
     assert slow_numbers[-1] - slow_numbers[0] > 60, "the slow viewer skipped no frame"

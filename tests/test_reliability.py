@@ -124,9 +124,7 @@ def test_storm_of_short_viewers_leaves_one_capture_run_and_no_leaks(servers, tmp
         for t in churners:
             t.join(60)
         assert not errors, errors[:3]
-        # The long viewer kept its rate: every frame, or all but one on a machine loaded
-        # by the other tests (the churn alone takes most of a core).
-        assert frames == sorted(set(frames)) and frames[-1] - frames[0] <= 30, frames
+        assert_keeps_up(frames)  # the long viewer kept its rate through the churn
         wait_until(lambda: server.status()["viewers"] == 1, timeout=5, message="one viewer")
         assert events(log) == ["start"]
         assert thread_count(pid) == threads_before
