@@ -19,6 +19,7 @@ from pathlib import Path
 
 import base_camera
 from base_camera import BaseCamera
+from events import EventBus
 from recording import Recorders
 from stream import Variants
 
@@ -98,8 +99,10 @@ class Cameras(Mapping[str, BaseCamera]):
                  records: bool = True) -> None:
         self._by_name = {camera.name: camera for camera in cameras}
         self.variants = {camera.name: Variants(camera) for camera in cameras}
+        self.events = EventBus()  # motion and recording events: /events, webhooks
         # `records`: this process owns the cameras (not a CAMERA=redis web worker).
-        self.recorders = Recorders(self, recordings_dir, active=records)
+        self.recorders = Recorders(self, recordings_dir, active=records,
+                                   on_file=lambda file: self.events.publish("recording", file))
         for name, camera in self._by_name.items():
             forward = getattr(camera, "forward", None)  # CAMERA=redis: the publisher records
             if forward is not None:
@@ -148,6 +151,7 @@ class Cameras(Mapping[str, BaseCamera]):
         """Shut down: finish the open recordings, end every stream and stop every camera,
         all at once first, then waiting up to `wait` seconds for files and drivers."""
         self.recorders.close(wait=0)  # finish the files while their cameras still run
+        self.events.close()  # the event feeds end
         for name, camera in self._by_name.items():
             self.variants[name].close()
             camera.close(wait=0)
