@@ -207,7 +207,8 @@ def index():
     tiles = [{"name": name, "page": url_for(".camera_page", name=name),
               "stream": url_for(".camera_feed", name=name),
               "snapshot": url_for(".camera_snapshot", name=name)} for name in cameras]
-    return render_template("grid.html", tiles=tiles, status=url_for(".status"))
+    return render_template("grid.html", tiles=tiles, status=url_for(".status"),
+                           events=url_for("events.every_camera"))
 
 
 @views.route("/video_feed", endpoint="video_feed")
