@@ -60,8 +60,7 @@ class Subscription:
     Use as a context manager, or call `close()`.
     """
 
-    def __init__(self, bus: EventBus, viewer, camera: str | None) -> None:
-        self._bus = bus
+    def __init__(self, viewer, camera: str | None) -> None:
         self._viewer = viewer
         self.camera = camera
         self.missed = 0
@@ -146,7 +145,7 @@ class EventBus:
             last_id = newest
         # An id from an earlier run: every event of this one is news to that client.
         viewer.last_seq = max(last_id, self.first_id - 1)
-        return Subscription(self, viewer, camera)
+        return Subscription(viewer, camera)
 
     def since(self, last_id: int) -> list[Event]:
         """The events kept that came after `last_id`, oldest first."""
