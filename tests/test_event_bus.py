@@ -193,9 +193,9 @@ took = native.Waiter()  # woken by each subscriber that took events
 seen = {"greenlets": [], "thread": []}
 
 
-def follow(into, native_thread=False):
+def follow(into, feed):
     try:
-        with bus.subscribe(native_thread=native_thread) as feed:
+        with feed:
             while True:
                 into.extend(e.data["n"] for e in feed.next_events(10))
                 took.wake()
@@ -203,8 +203,8 @@ def follow(into, native_thread=False):
         into.append("closed")
 
 
-def sender():  # a webhook sender: an OS thread even under gevent
-    follow(seen["thread"], native_thread=True)
+def sender(feed):  # a webhook sender: an OS thread even under gevent
+    follow(seen["thread"], feed)
     sender_done.set()
 
 
@@ -239,11 +239,12 @@ def request():  # a request handler publishes from the hub, between the detector
 followers = []
 for _ in range(3):
     seen["greenlets"].append([])
-    followers.append(gevent.spawn(follow, seen["greenlets"][-1]))
+    followers.append(gevent.spawn(follow, seen["greenlets"][-1], bus.subscribe()))
 gevent.sleep(0)  # the followers are waiting now
 sender_done = native.Flag()
 detector_done = native.Flag()
-native.start_thread(sender, ())
+# Subscribed before the detector starts (a subscriber gets the events after it joined).
+native.start_thread(sender, (bus.subscribe(native_thread=True),))
 native.start_thread(detector, ())
 gevent.spawn(ticker)
 gevent.spawn(request)
