@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from base_camera import BaseCamera, CameraClosed
+from events import routes as event_routes
 from recording import routes as recording_routes
 from server import access, config, connections, process
 from server.cameras import Cameras
@@ -69,6 +70,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.register_blueprint(views)
     recording_routes.install(app, cameras.recorders)
+    event_routes.install(app, cameras.events)
     return app
 
 
@@ -205,7 +207,8 @@ def index():
     tiles = [{"name": name, "page": url_for(".camera_page", name=name),
               "stream": url_for(".camera_feed", name=name),
               "snapshot": url_for(".camera_snapshot", name=name)} for name in cameras]
-    return render_template("grid.html", tiles=tiles, status=url_for(".status"))
+    return render_template("grid.html", tiles=tiles, status=url_for(".status"),
+                           events=url_for("events.every_camera"))
 
 
 @views.route("/video_feed", endpoint="video_feed")

@@ -158,7 +158,8 @@ class Camera(BaseCamera):
         if state:
             status.update({k: v for k, v in json.loads(state).items()
                            if k in ("running", "fps", "frame_size", "frame_bytes", "error",
-                                    "frames_captured", "stuck", "recording", "recorder")})
+                                    "frames_captured", "stuck", "recording", "recorder",
+                                    "webhook")})
         status["viewers"] = self.viewers + viewers
         return status
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,8 @@ class Recorder:
     where the publisher records)."""
 
     def __init__(self, camera: BaseCamera, root: Path | str, *, active: bool = True,
-                 queue_bytes: int = QUEUE_BYTES, queue_frames: int = QUEUE_FRAMES) -> None:
+                 queue_bytes: int = QUEUE_BYTES, queue_frames: int = QUEUE_FRAMES,
+                 on_file: Callable[[dict], None] | None = None) -> None:
         self.camera = camera
         self.name = camera.name
         self.settings = camera.settings
@@ -79,7 +80,9 @@ class Recorder:
         # (args: seconds), "stop" and "event" to the owner (e.g. over Redis).
         self.forward = None
         self.figures = Figures()
-        self._writer = Writer(self.name, self.folder, self.settings, self.figures)
+        # on_file(info): a file started or ended (camera, state, kind, file, time,
+        # download), called from the writer thread: the event feed's "recording".
+        self._writer = Writer(self.name, self.folder, self.settings, self.figures, on_file)
         self._tap = Tap(camera, self.rules, self._writer, self.figures, queue_bytes,
                         queue_frames)
         self._lock = native.allocate_lock()
@@ -301,10 +304,10 @@ class Recorders(Mapping[str, Recorder]):
     workers: they list and serve files, the publisher records."""
 
     def __init__(self, cameras: Mapping[str, BaseCamera], root: Path | str,
-                 active: bool = True) -> None:
+                 active: bool = True, on_file: Callable[[dict], None] | None = None) -> None:
         self.root = Path(root).resolve()
         self.started = False
-        self._by_name = {name: Recorder(camera, self.root, active=active)
+        self._by_name = {name: Recorder(camera, self.root, active=active, on_file=on_file)
                          for name, camera in cameras.items()}
 
     def __getitem__(self, name: str) -> Recorder:

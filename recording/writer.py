@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from capture import native
 
@@ -27,6 +28,8 @@ from .clip_file import ClipFile
 from .plan import Close, Held, Kind, Open, Step, Still, Write
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from capture import Frame
     from server.config import CameraSettings
 
@@ -152,11 +155,12 @@ class Writer:
     the retry time and the figures outlast sessions."""
 
     def __init__(self, name: str, folder: CameraFolder, settings: CameraSettings,
-                 figures: Figures) -> None:
+                 figures: Figures, on_file: Callable[[dict], None] | None = None) -> None:
         self.name = name
         self.folder = folder
         self.settings = settings
         self.figures = figures
+        self.on_file = on_file  # told when a file starts and ends (the event feed)
         self.retry_after = RETRY_AFTER
         self.file: ClipFile | None = None  # the open file (any thread may read it)
         self._counted = 0  # frames of the open file counted in frames_written
@@ -199,7 +203,8 @@ class Writer:
             self.figures.error = "internal error in the writer: see the log"
             if self.file is not None:
                 self.file.close()
-                self._keep_if_playable(self.file)
+                self._tell("end", self.file, self.file.end,
+                           kept=self._keep_if_playable(self.file))
                 self.file = None
         finally:
             done.set()
@@ -220,6 +225,7 @@ class Writer:
                 self.figures.dropped += 1
                 return
             self.file, self._counted = clip, 0
+            self._tell("start", clip, clip.start)
         try:
             clip.write(frame)  # into memory; the batch's end writes it
         except Exception as exc:  # noqa: BLE001
@@ -256,7 +262,7 @@ class Writer:
         self._disk_failed(exc, clip.path)
         self.figures.dropped += clip.frames - clip.flushed_frames
         clip.close()
-        self._keep_if_playable(clip)
+        self._tell("end", clip, clip.end, kept=self._keep_if_playable(clip))
 
     def _finish_file(self) -> None:
         clip = self.file
@@ -270,22 +276,38 @@ class Writer:
         self.file = None
         self._count(clip)
         self.figures.files_written += 1
+        self._tell("end", clip, clip.end)
         try:
             self.folder.add_to_index(clip)
         except OSError as exc:
             log.debug("%s: index not written: %s", self.name, exc)  # listing probes it
         self.retention()
 
-    def _keep_if_playable(self, clip: ClipFile) -> None:
+    def _keep_if_playable(self, clip: ClipFile) -> bool:
         """After a failure: keep a file with at least one whole frame (it plays up to
-        its last one), delete anything else: never an empty or broken file."""
+        its last one), delete anything else: never an empty or broken file. Kept?"""
         if clip.flushed_frames == 0:
             if clip.created:
                 clip.path.unlink(missing_ok=True)
             log.debug("%s: removed %s: no whole frame was written", self.name,
                       clip.path.name)
-        else:
-            self.figures.files_written += 1
+            return False
+        self.figures.files_written += 1
+        return True
+
+    def _tell(self, state: str, clip: ClipFile, when: float, kept: bool = True) -> None:
+        """A file started or ended: tell `on_file` (the event feed), with the file's
+        download URL (recording/routes.py's) while there is a file to download."""
+        if self.on_file is None:
+            return
+        file = clip.path.name
+        try:
+            self.on_file({"camera": self.name, "state": state, "kind": clip.kind, "file": file,
+                          "time": round(when, 3),
+                          "download": f"/camera/{quote(self.name)}/recordings/{quote(file)}"
+                          if kept else None})
+        except Exception:  # noqa: BLE001 - telling must never stop recording
+            log.exception("%s: telling that %s %s failed", self.name, file, state)
 
     def _disk_failed(self, exc: BaseException, path: Path | None) -> None:
         reason = _disk_reason(exc, path, self.folder.dir.parent)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import base_camera
 from base_camera import BaseCamera
+from events import EventBus, webhook
 from recording import Recorders
 from stream import Variants
 
@@ -98,12 +99,16 @@ class Cameras(Mapping[str, BaseCamera]):
                  records: bool = True) -> None:
         self._by_name = {camera.name: camera for camera in cameras}
         self.variants = {camera.name: Variants(camera) for camera in cameras}
+        self.events = EventBus()  # motion and recording events: /events, webhooks
         # `records`: this process owns the cameras (not a CAMERA=redis web worker).
-        self.recorders = Recorders(self, recordings_dir, active=records)
+        self.recorders = Recorders(self, recordings_dir, active=records,
+                                   on_file=lambda file: self.events.publish("recording", file))
         for name, camera in self._by_name.items():
             forward = getattr(camera, "forward", None)  # CAMERA=redis: the publisher records
             if forward is not None:
                 self.recorders[name].forward = forward
+        # Where the cameras are owned (detected, recorded), motion events are POSTed.
+        self.webhooks = webhook.for_cameras(self, self.events) if records else {}
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:
@@ -141,13 +146,19 @@ class Cameras(Mapping[str, BaseCamera]):
     def status(self, name: str) -> dict:
         """A camera's figures for /status, its variants' with them."""
         status, variants = self._by_name[name].status(), self.variants[name]
+        hook = self.webhooks.get(name)
         return {**status, "viewers": status["viewers"] + variants.viewers,
-                "variants": variants.status(), **self.recorders[name].status()}
+                "variants": variants.status(), **self.recorders[name].status(),
+                # CAMERA=redis web workers: the publisher's (it sends them)
+                "webhook": hook.status() if hook is not None else status.get("webhook")}
 
     def close(self, wait: float = 2.0) -> None:
         """Shut down: finish the open recordings, end every stream and stop every camera,
         all at once first, then waiting up to `wait` seconds for files and drivers."""
         self.recorders.close(wait=0)  # finish the files while their cameras still run
+        for hook in self.webhooks.values():
+            hook.close(wait=0)  # what it has queued gets one more try, in its own thread
+        self.events.close()  # the event feeds end
         for name, camera in self._by_name.items():
             self.variants[name].close()
             camera.close(wait=0)
@@ -156,3 +167,5 @@ class Cameras(Mapping[str, BaseCamera]):
         for camera in self._by_name.values():
             camera.close(wait=max(0.01, deadline - time.monotonic()), since=began)
         self.recorders.close(wait=max(0.01, deadline - time.monotonic()))
+        for hook in self.webhooks.values():
+            hook.close(wait=max(0.01, deadline - time.monotonic()))

@@ -7,7 +7,9 @@
 // stream (the first ones on screen); the other tiles on screen show snapshots, refreshed
 // one at a time; nothing loads while the tab is hidden. Each tile asks for the size
 // (?width=) nearest the width its picture is shown at, chosen again once a resize settles.
-// One status request a few seconds for all cameras.
+// One status request a few seconds for all cameras. Motion and recording badges come
+// live from ONE event feed for every camera (/events): four streams, the feed and one
+// connection left for the status and snapshots make the browser's six.
 "use strict";
 
 const MAX_STREAMS = 4;
@@ -17,6 +19,7 @@ const LADDER = [160, 320, 480, 640, 960, 1280, 1920];  // the widths stream/vari
 const MIN_TILE = [320, 180];  // px: a tile smaller than this, and the grid scrolls instead
 const SETTLE = 400;  // ms after the last resize (or a new picture size) before streams change
 const statusUrl = document.currentScript.dataset.status;
+const eventsUrl = document.currentScript.dataset.events;
 const here = (path) => new URL(path, location.origin).href;  // never with credentials
 const page = document.querySelector(".grid-page");
 const grid = document.getElementById("grid");
@@ -137,10 +140,17 @@ async function refreshSnapshots() {
   setTimeout(refreshSnapshots, SNAPSHOT_EVERY);
 }
 
+// A tile's badges: "motion" while an event is on, "rec" while a file is written.
+function badge(tile, name, on) {
+  tile.querySelector(`.badge-${name}`).hidden = !on;
+}
+
 function show(cameras) {
   for (const tile of tiles) {
     const status = cameras[tile.dataset.name];
     if (!status) continue;
+    badge(tile, "motion", !!(status.motion && status.motion.active));
+    badge(tile, "rec", !!status.recording);
     if (status.frame_size) learn(tile, ...status.frame_size, true);
     const down = status.error !== null;
     const state = tile.querySelector(".state");
@@ -166,6 +176,32 @@ async function poll() {
   await refreshStatus();
   setTimeout(poll, 3000);
 }
+
+// The event feed, closed while the tab is hidden and reopened from the last event seen
+// (what happened meanwhile is replayed).
+const byName = new Map(tiles.map((tile) => [tile.dataset.name, tile]));
+let feed = null;
+let lastEventId = "";
+function follow() {
+  if (feed || document.hidden) return;
+  const url = new URL(eventsUrl, location.origin);
+  if (lastEventId) url.searchParams.set("last_event_id", lastEventId);
+  feed = new EventSource(url.href);
+  for (const kind of ["motion", "recording"]) {
+    feed.addEventListener(kind, (message) => {
+      lastEventId = message.lastEventId;
+      const event = JSON.parse(message.data);
+      const tile = byName.get(event.camera);
+      if (tile) badge(tile, kind === "motion" ? "motion" : "rec", event.state === "start");
+    });
+  }
+}
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) { follow(); return; }
+  if (feed) feed.close();
+  feed = null;
+});
+follow();
 
 const watcher = new IntersectionObserver((entries) => {
   for (const entry of entries) {

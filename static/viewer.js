@@ -1,6 +1,7 @@
 // One camera's page: its stream (stopped while the page is hidden), figures from its
 // status, snapshot download, fullscreen, recording (a clip, an event) and its recordings,
-// played in the page or downloaded, and an embed snippet.
+// played in the page or downloaded, motion detection's badge and switch, and an embed
+// snippet. Motion and recording events come live from the camera's event feed.
 "use strict";
 
 const script = document.currentScript;
@@ -23,7 +24,7 @@ function startStream() {
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (document.hidden) { stopStream(); } else { startStream(); poll(); }
+  if (document.hidden) { stopStream(); unfollow(); } else { startStream(); follow(); poll(); }
 });
 
 let retry = null;
@@ -44,6 +45,22 @@ function clock(seconds) {
 }
 
 let recording = null;
+function showRecording() {
+  $("rec").textContent = recording
+    ? `● ${recording.kind} ${clock(Date.now() / 1000 - recording.since)}` : "";
+  const manual = recording && recording.kind === "manual";
+  $("record").classList.toggle("on", !!manual);
+  $("record").title = manual ? "Stop the clip" : "Record a clip";
+  $("record").querySelector(".label").textContent = manual ? "Stop" : "Record";
+}
+
+// Motion: the badge while an event is on, and the switch when detection is set up.
+let motion = null;
+function showMotion(active, score) {
+  $("motion").hidden = !active;
+  $("motion").textContent = active ? `● motion${score ? ` ${score.toFixed(1)}%` : ""}` : "";
+}
+
 function show(status) {
   const down = status.error !== null;
   $("state").textContent = down ? "unavailable" : (status.running ? "live" : "starting");
@@ -55,12 +72,17 @@ function show(status) {
   const error = status.recorder && status.recorder.error;
   $("rec").hidden = !recording && !error;
   $("rec").className = "rec" + (error ? " failed" : "");
-  $("rec").textContent = error ? `Not recording: ${error}`
-    : recording ? `● ${recording.kind} ${clock(Date.now() / 1000 - recording.since)}` : "";
-  const manual = recording && recording.kind === "manual";
-  $("record").classList.toggle("on", !!manual);
-  $("record").title = manual ? "Stop the clip" : "Record a clip";
-  $("record").querySelector(".label").textContent = manual ? "Stop" : "Record";
+  showRecording();
+  if (error) $("rec").textContent = `Not recording: ${error}`;
+  motion = status.motion || null;  // null: detection is not set up for this camera
+  $("detect").hidden = !motion;
+  if (motion) {
+    showMotion(motion.active, motion.score);
+    $("detect").classList.toggle("on", motion.enabled);
+    $("detect").title = motion.enabled ? "Motion detection is on: switch it off"
+      : "Motion detection is off: switch it on";
+    $("detect").querySelector(".label").textContent = motion.enabled ? "Motion on" : "Motion off";
+  }
 }
 
 async function poll() {
@@ -89,6 +111,41 @@ $("record").addEventListener("click", () => {
   act("POST", `${cameraUrl}/record${manual ? "/stop" : ""}`);
 });
 $("event").addEventListener("click", () => act("POST", `${cameraUrl}/event`));
+$("detect").addEventListener("click", () => {
+  act("POST", `${cameraUrl}/motion?enabled=${motion && motion.enabled ? 0 : 1}`);
+});
+
+// -- the event feed: one EventSource beside the stream, closed while the page is hidden;
+// reopened from the last event seen, so what happened meanwhile is replayed.
+let feed = null;
+let lastEventId = "";
+function follow() {
+  if (feed || document.hidden) return;
+  const url = new URL(`${cameraUrl}/events`, location.origin);
+  if (lastEventId) url.searchParams.set("last_event_id", lastEventId);
+  feed = new EventSource(url.href);
+  feed.addEventListener("motion", (message) => {
+    lastEventId = message.lastEventId;
+    const event = JSON.parse(message.data);
+    showMotion(event.state === "start", event.score);
+    if (event.state === "end" && $("recordings").open) listRecordings();
+  });
+  feed.addEventListener("recording", (message) => {
+    lastEventId = message.lastEventId;
+    const event = JSON.parse(message.data);
+    if (event.state === "start") recording = { kind: event.kind, since: event.time };
+    else if (recording && recording.kind === event.kind) recording = null;
+    $("rec").hidden = !recording;
+    $("rec").className = "rec";
+    showRecording();
+    if ($("recordings").open) listRecordings();
+  });
+}
+function unfollow() {
+  if (feed) feed.close();
+  feed = null;
+}
+follow();
 
 $("snapshot").addEventListener("click", async () => {
   const response = await fetch(here(`${snapshotUrl}?t=${Date.now()}`), { cache: "no-store" });

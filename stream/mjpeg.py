@@ -6,8 +6,9 @@ those headers right after each frame ("advance headers"); ffmpeg, OpenCV and scr
 read exactly one frame by its Content-Length. Either part is built once per frame and
 shared by every viewer of that frame.
 
-Every stream response (the live stream, clip playback) is made by `stream_response`,
-which gives back what the stream holds once its client is gone, however it went.
+Every long response (the live stream, clip playback, the event feed) is made by
+`long_response` (`stream_response` for the multipart ones), which gives back what it
+holds once its client is gone, however it went.
 """
 
 from __future__ import annotations
@@ -72,9 +73,18 @@ def client_socket(environ: dict) -> socket.socket | None:
 def stream_response(body: Iterator[bytes], release: Callable[[], None],
                     sock: socket.socket | None = None,
                     send_timeout: float | None = None) -> Response:
-    """A multipart response that runs `release` once its client is gone, however it
-    went: the body ended, the client left (the next write fails, or `stream` noticed
-    it while nothing was written), a send timed out, or the server shut down.
+    """A multipart stream response: `long_response` with this module's format."""
+    return long_response(body, release, sock, send_timeout)
+
+
+def long_response(body: Iterator[bytes], release: Callable[[], None],
+                  sock: socket.socket | None = None, send_timeout: float | None = None,
+                  mimetype: str = MIMETYPE,
+                  headers: dict[str, str] = STREAM_HEADERS) -> Response:
+    """A response that lasts as long as its client reads (a stream, an event feed) and
+    runs `release` once its client is gone, however it went: the body ended, the client
+    left (the next write fails, or the body noticed it while nothing was written), a
+    send timed out, or the server shut down.
 
     `release` runs from the body's own `finally`: Werkzeug hands a direct_passthrough
     body to the server unwrapped, so the response's call_on_close never runs, but every
@@ -86,7 +96,7 @@ def stream_response(body: Iterator[bytes], release: Callable[[], None],
         sock.settimeout(send_timeout)
     released = _released(body, release)
     next(released)  # into its `try`: from now on, closing it releases, even unstarted
-    return Response(released, headers=STREAM_HEADERS, content_type=MIMETYPE,
+    return Response(released, headers=headers, content_type=mimetype,
                     direct_passthrough=True)
 
 

@@ -107,6 +107,10 @@ class Server:
         assert code == 200, body
         return json.loads(body)
 
+    def events(self, path: str = "/events", headers: dict | None = None,
+               timeout: float = 10.0) -> EventStream:
+        return EventStream(self.port, path, headers, timeout)
+
     def stream(self, path: str = "/video_feed", headers: dict | None = None,
                timeout: float = 10.0, rcvbuf: int | None = None,
                source: str | None = None) -> MJPEGStream:
@@ -256,6 +260,51 @@ class MJPEGStream:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+
+class EventStream:
+    """Reads a text/event-stream (Server-Sent Events) message by message over a real
+    socket, as EventSource parses it: fields up to a blank line; comments kept apart."""
+
+    def __init__(self, port: int, path: str = "/events", headers: dict | None = None,
+                 timeout: float = 10.0) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", path, headers=headers or {})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = self.response.headers
+        self.comments: list[str] = []
+        self.retry: int | None = None
+
+    def next_event(self) -> dict:
+        """The next message with an event in it: {"id", "event", "data"} (data parsed as
+        JSON); `retry:` fields and comment lines on the way are kept."""
+        fields: dict = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                raise EOFError("feed ended")
+            line = line.decode().rstrip("\n")
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            elif line:
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+            elif "retry" in fields:
+                self.retry = int(fields.pop("retry"))
+            if not line and "data" in fields:
+                return {"id": int(fields["id"]) if "id" in fields else None,
+                        "event": fields.get("event", "message"),
+                        "data": json.loads(fields["data"])}
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 # -- figures of a running server, from /proc -------------------------------------------

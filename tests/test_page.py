@@ -386,3 +386,48 @@ def test_page_records_marks_events_and_plays_and_downloads_clips(browser, server
     wait_until(lambda: clip.stat().st_size > 1000, timeout=5)
     find("live").click()
     wait_until(lambda: "/video_feed" in stream.get_attribute("src"), timeout=5)
+
+
+def block_status(browser, blocked: bool = True) -> None:
+    """From now on the page's /status requests fail: what it shows next came from the
+    event feed."""
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/status*"] if blocked else []})
+
+
+def test_the_grid_and_the_viewer_show_recording_badges_live_from_the_event_feed(
+        browser, servers, tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text("".join(f'[cameras.{name}]\ndriver = "solid"\nfps = 5\ncolor = "{c}"\n'
+                            for name, c in (("door", "#ff0000"), ("garden", "#00ff00"))))
+    server = servers("gevent", {"CAMERAS_FILE": str(path),
+                                "RECORDINGS_DIR": str(tmp_path / "recordings")})
+    viewport(browser, 1280, 800)
+    browser.get(server.url + "/")
+    tiles = {t.get_attribute("data-name"): t for t in browser.find_elements("css selector",
+                                                                           ".tile")}
+    wait_until(lambda: all(t.find_element("css selector", ".state").text == "live"
+                           for t in tiles.values()), timeout=15, message="both tiles live")
+    badge = lambda name: tiles[name].find_element("css selector", ".badge-rec")  # noqa: E731
+    assert not badge("door").is_displayed() and not badge("garden").is_displayed()
+    block_status(browser)
+    assert server.get("/camera/garden/record?seconds=1.5", method="POST")[0] == 202
+    wait_until(lambda: badge("garden").is_displayed(), timeout=5, message="garden's badge")
+    assert not badge("door").is_displayed()
+    browser.save_screenshot(str(tmp_path / "grid-recording.png"))
+    wait_until(lambda: not badge("garden").is_displayed(), timeout=10,
+               message="garden's badge gone with its clip")
+    assert sum(c["viewers"] for c in server.status()["cameras"].values()) == 2  # feed: none
+
+    block_status(browser, False)
+    browser.get(server.url + "/camera/door/")
+    find = lambda element_id: browser.find_element("id", element_id)  # noqa: E731
+    wait_until(lambda: find("state").text == "live", timeout=10, message="live")
+    assert not find("detect").is_displayed()  # no motion detection set up: no switch
+    block_status(browser)
+    assert server.get("/camera/door/record?seconds=1.5", method="POST")[0] == 202
+    wait_until(lambda: find("rec").is_displayed() and "manual" in find("rec").text,
+               timeout=5, message="the recording badge from the feed")
+    browser.save_screenshot(str(tmp_path / "viewer-recording.png"))
+    wait_until(lambda: not find("rec").is_displayed(), timeout=10, message="the clip ended")
+    block_status(browser, False)

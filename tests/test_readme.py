@@ -216,7 +216,8 @@ def checked_block(name: str) -> list[str]:
 
 
 # Each name's test: here, but "try-it" is tests/test_cameras.py's (the example cameras).
-CHECKED = {"cameras-file", "try-it", "recording-http", "recording-files", "timelapse", "redis"}
+CHECKED = {"cameras-file", "try-it", "recording-http", "recording-files", "timelapse", "redis",
+           "events"}
 
 
 def test_every_shell_block_in_the_readme_is_run_by_a_test():
@@ -268,6 +269,47 @@ def test_the_readme_recording_http_commands_record_trigger_and_list(door, tmp_pa
     assert record["camera"] == "door" and record["clip"], record
     assert event["camera"] == "door" and event["clip"], event
     assert isinstance(listing, list) and listing and listing[0]["file"].startswith("door-")
+
+
+def curl_events(line: str, port: int):
+    """The README's `curl -N` of a feed, running: its output as it comes, line by line."""
+    line = line.replace("camera.local:5000", f"127.0.0.1:{port}")
+    return subprocess.Popen(["bash", "-c", f"exec {line}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+
+def next_recording(curl) -> tuple[int, dict]:
+    """The id and data of the next `recording` event curl prints."""
+    event_id = None
+    for line in curl.stdout:
+        if line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("data: ") and event_id is not None:
+            return event_id, json.loads(line[6:])
+    raise AssertionError("the feed ended")
+
+
+def test_the_readme_curl_commands_show_the_feed_and_resume_it(door):
+    need_tool("curl")
+    follow_line, resume_line = checked_block("events")
+    wait_until(lambda: door.status()["recording"] is None, timeout=15,
+               message="the other tests' clips over: a trigger now starts a new file")
+    curl = curl_events(follow_line, door.port)
+    try:
+        assert curl.stdout.readline() == "retry: 2000\n"  # the feed is open
+        assert door.get("/camera/door/event", method="POST")[0] == 202
+        first_id, first = next_recording(curl)  # the event clip's file starts
+    finally:
+        curl.kill()
+        curl.wait()
+    assert first["camera"] == "door" and first["kind"] == "event" and first["state"] == "start"
+    again = curl_events(re.sub(r"last_event_id=\d+", f"last_event_id={first_id - 1}",
+                               resume_line), door.port)
+    try:
+        assert next_recording(again) == (first_id, first)  # replayed from the history
+    finally:
+        again.kill()
+        again.wait()
 
 
 def test_the_readme_commands_play_and_convert_a_recorded_file(door, tmp_path):

@@ -428,6 +428,36 @@ def test_unwritable_folder_is_reported_and_leaves_nothing(rig, tmp_path, monkeyp
     assert r.camera.status()["running"]
 
 
+def test_the_writer_tells_when_each_file_starts_and_ends_even_one_a_full_disk_ended(
+        rig, monkeypatch):
+    """The event feed's "recording" events; a file the disk took no frame of is gone:
+    its end has no download."""
+    r = rig(record="off")
+    told: list[dict] = []
+    recorder = recording.Recorder(r.camera, r.root, on_file=told.append)
+    try:
+        recorder.retry_after = 0.1
+        recorder.start_clip(0.3)
+        wait_until(lambda: len(told) == 2, timeout=10, message="the clip's start and end")
+        start, end = told
+        assert (start["state"], end["state"], start["kind"]) == ("start", "end", "manual")
+        assert start["camera"] == "cam" and start["file"] == end["file"]
+        assert start["time"] < end["time"]
+        assert end["download"] == f"/camera/cam/recordings/{end['file']}"
+        assert files_of(r.root)[0].name == end["file"]
+
+        def full(fd, buffers):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(clip_file, "_write_all", full)
+        recorder.start_clip(0.3)
+        wait_until(lambda: len(told) >= 4, timeout=10, message="the failed file's events")
+        assert [t["state"] for t in told[2:4]] == ["start", "end"]
+        assert told[3]["download"] is None and len(files_of(r.root)) == 1
+    finally:
+        recorder.close(wait=5)
+
+
 def test_a_stalled_disk_drops_recording_frames_never_a_viewers(rig, monkeypatch):
     r = rig(record="continuous", segment=60)
     r.recorder.queue_frames = 5
