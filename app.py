@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from base_camera import BaseCamera, CameraClosed
+from motion import routes as motion_routes
 from recording import routes as recording_routes
 from server import access, config, connections, process
 from server.cameras import Cameras
@@ -69,6 +70,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.register_blueprint(views)
     recording_routes.install(app, cameras.recorders)
+    motion_routes.install(app, cameras.motion)
     return app
 
 

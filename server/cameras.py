@@ -19,6 +19,7 @@ from pathlib import Path
 
 import base_camera
 from base_camera import BaseCamera
+from motion import Watches
 from recording import Recorders
 from stream import Variants
 
@@ -104,6 +105,13 @@ class Cameras(Mapping[str, BaseCamera]):
             forward = getattr(camera, "forward", None)  # CAMERA=redis: the publisher records
             if forward is not None:
                 self.recorders[name].forward = forward
+        # Motion events go to the event feed (events/) once it is there.
+        self.motion = Watches(self, self.recorders, publish=self._publish, active=records)
+
+    def _publish(self, kind: str, data: dict) -> None:
+        events = getattr(self, "events", None)
+        if events is not None:
+            events.publish(kind, data)
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:
@@ -111,8 +119,10 @@ class Cameras(Mapping[str, BaseCamera]):
                    records=not settings.uses_redis)
 
     def start(self) -> None:
-        """Start what runs without viewers: continuous and event recording, timelapse."""
+        """Start what runs without viewers: continuous and event recording, timelapse,
+        motion detection."""
         self.recorders.start()
+        self.motion.start()
 
     def __getitem__(self, name: str) -> BaseCamera:
         return self._by_name[name]
@@ -141,12 +151,15 @@ class Cameras(Mapping[str, BaseCamera]):
     def status(self, name: str) -> dict:
         """A camera's figures for /status, its variants' with them."""
         status, variants = self._by_name[name].status(), self.variants[name]
+        motion = self.motion[name]
         return {**status, "viewers": status["viewers"] + variants.viewers,
-                "variants": variants.status(), **self.recorders[name].status()}
+                "variants": variants.status(), **self.recorders[name].status(),
+                **({"motion": motion.status()} if motion.active else {})}
 
     def close(self, wait: float = 2.0) -> None:
         """Shut down: finish the open recordings, end every stream and stop every camera,
         all at once first, then waiting up to `wait` seconds for files and drivers."""
+        self.motion.close(wait=0)  # no new event clips from here on
         self.recorders.close(wait=0)  # finish the files while their cameras still run
         for name, camera in self._by_name.items():
             self.variants[name].close()
@@ -156,3 +169,4 @@ class Cameras(Mapping[str, BaseCamera]):
         for camera in self._by_name.values():
             camera.close(wait=max(0.01, deadline - time.monotonic()), since=began)
         self.recorders.close(wait=max(0.01, deadline - time.monotonic()))
+        self.motion.close(wait=max(0.01, deadline - time.monotonic()))
