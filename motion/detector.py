@@ -49,6 +49,8 @@ NOISE_GAIN = 4.0  # auto noise: this many times the still pixels' mean differenc
 NOISE_FLOOR = 3.0  # ...plus this,
 AUTO_NOISE = (6, 64)  # ...within these bounds
 FIRST_NOISE = 12  # auto noise before the first measurement
+GAIN_RANGE = (0.8, 1.25)  # the whole picture this much darker or brighter: a cloud, the
+# camera's exposure; compared as if the background were as bright. Beyond: a light switch
 WIDTH = 160  # the detector's picture is about this wide
 _KERNEL = np.ones((3, 3), np.uint8)
 _REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
@@ -140,7 +142,8 @@ class Detector:
             self._start(grey)
             return Analysis(0.0, False, self.noise, learning=True)
         background = self._background
-        diff = cv2.absdiff(grey, cv2.convertScaleAbs(background))
+        gain = self._gain(grey, background)
+        diff = cv2.absdiff(grey, cv2.convertScaleAbs(background, alpha=gain))
         _, raw = cv2.threshold(diff, self.noise, 255, cv2.THRESH_BINARY)
         if self._watched is not None:
             raw = cv2.bitwise_and(raw, self._watched)
@@ -165,6 +168,19 @@ class Detector:
             self._follow_noise(cv2.mean(diff, still)[0], step, learning)
         self._learn -= learning
         return Analysis(score, motion, self.noise, learning=learning)
+
+    def _gain(self, grey: np.ndarray, background: np.ndarray) -> float:
+        """How much brighter the whole picture is than the background: the median of
+        their ratio over a sparse grid (a thing covering less than half the picture
+        does not move it), 1 when it is near 1 or beyond GAIN_RANGE (a light switch)."""
+        sample = grey[::4, ::4].astype(np.float32)
+        reference = background[::4, ::4] + 1.0
+        if self._watched is not None:
+            keep = self._watched[::4, ::4] > 0
+            sample, reference = sample[keep], reference[keep]
+        gain = float(np.median((sample + 1.0) / reference))
+        low, high = GAIN_RANGE
+        return gain if low <= gain <= high and abs(gain - 1.0) > 0.01 else 1.0
 
     def _start(self, grey: np.ndarray) -> None:
         height, width = grey.shape

@@ -79,6 +79,7 @@ class Watch:
         self._lock = native.allocate_lock()
         self._wakeup = native.Waiter()
         self._running = False
+        self._switched = False  # by set_enabled: then /status shows it, on or off
         self._closed = False
         self._camera_closed = False
         self._done: native.Flag | None = None
@@ -96,6 +97,7 @@ class Watch:
         event ends, the camera is let go (it stops once nothing else needs it)."""
         with self._lock:
             self.enabled = enabled
+            self._switched = True
             if enabled and self.active:
                 self.error = None
                 self._ensure_running()
@@ -124,8 +126,8 @@ class Watch:
 
     @property
     def shown(self) -> bool:
-        """Has motion a place in /status: set for this camera, or switched on."""
-        return self.active and (bool(self.settings.motion) or self.enabled)
+        """Has motion a place in /status: set for this camera, or switched at run time."""
+        return self.active and (bool(self.settings.motion) or self._switched)
 
     def status(self) -> dict | None:
         """/status's `motion`: None when detection is not set for this camera."""

@@ -52,10 +52,11 @@ class Scene:
                 objects: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
         """One frame's pixels (BGR): the scene at `brightness` with the 2% object at each
         (x, y) of `objects` (its top left corner) and this frame's sensor noise."""
-        image = self.base * brightness
+        image = self.base.copy()
         w, h = self.object_size
         for x, y in objects:
             image[max(0, y):y + h, max(0, x):x + w] = (30, 40, 200)  # a red coat
+        image *= brightness  # the light falls on everything
         if self.noise is not None:
             image = image + self.noise[self.n % NOISE_FIELDS]
         self.n += 1
