@@ -117,3 +117,23 @@ def test_snapshot_route_refuses_names_the_recorder_does_not_make(app_client, tmp
     for file in ("door-20261130-071255-manual.mkv", "..%2F..%2Fsecret.mkv", "secret.mkv",
                  "door-20261130-071255-event.jpg", "door-20261130-071255-event"):
         assert client.get(f"/camera/door/recordings/{file}/snapshot.jpg").status_code == 404
+
+
+def test_the_readme_motion_commands_switch_detection_and_fetch_motion_jpg(servers, tmp_path):
+    from test_readme import checked_block, shell
+
+    (tmp_path / "cameras.toml").write_text('[cameras.door]\ndriver = "scene"\nmotion = true\n')
+    server = servers("gevent", {"CAMERAS_FILE": str(tmp_path / "cameras.toml")})
+    wait_until(lambda: server.status()["cameras"]["door"]["motion"]["fps"], timeout=20,
+               message="detection")
+    switch_line, picture_line = checked_block("motion")
+    code, output, errors = shell(switch_line.replace("camera.local:5000",
+                                                     f"127.0.0.1:{server.port}"), tmp_path)
+    assert code == 0 and json.loads(output)["motion"]["enabled"] is False, errors
+    shell(switch_line.replace("enabled=0", "enabled=1").replace(
+        "camera.local:5000", f"127.0.0.1:{server.port}"), tmp_path)
+    wait_until(lambda: server.get("/camera/door/motion.jpg")[0] == 200, timeout=10)
+    code, _, errors = shell(picture_line.replace("camera.local:5000",
+                                                 f"127.0.0.1:{server.port}"), tmp_path)
+    picture = cv2.imread(str(tmp_path / "motion.jpg"))
+    assert code == 0 and picture is not None and picture.shape[1] >= 320, errors
