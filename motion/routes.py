@@ -10,8 +10,11 @@ the app's, from server/access.py, as for recording.
 
 from __future__ import annotations
 
+import base64
+
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 
+from recording import RecordingError
 from stream import mjpeg
 
 from .watch import Watch, Watches
@@ -31,6 +34,23 @@ def install(app: Flask, watches: Watches) -> None:
             watches.start()
 
 
+def _forward(watch: Watch, command: str, args: dict):
+    """A motion command for the process that owns the camera; 503 if it cannot be."""
+    if watch.forward is None:
+        abort(503, "this process does not own the camera: motion detection is done by "
+                   "the process that does (flask --app app publish)")
+    try:
+        return watch.forward(watch.name, command, args)
+    except RecordingError as exc:  # what forwarding raises: no publisher, no answer
+        abort(503, str(exc))
+
+
+def _published(name: str) -> dict | None:
+    """The camera's motion status as the owner published it."""
+    cameras = current_app.extensions.get("cameras")
+    return cameras.status(name).get("motion") if cameras is not None else None
+
+
 def _watch(name: str) -> Watch:
     watches = current_app.extensions.get("motion") or {}
     if name not in watches:
@@ -47,11 +67,12 @@ def switch(name: str):
     if raw not in ("0", "1"):
         abort(400, f"enabled must be 0 or 1, not {raw!r}" if raw is not None
               else "enabled=0 or enabled=1 is required")
-    if not watch.active:
-        abort(503, "this process does not own the camera: motion detection is done by the "
-                   "process that does (flask --app app publish)")
-    watch.set_enabled(raw == "1")
-    response = jsonify({"camera": name, "motion": watch.status()})
+    if watch.active:
+        watch.set_enabled(raw == "1")
+        status = watch.status()
+    else:  # CAMERA=redis: the publisher detects
+        status = _forward(watch, "motion", {"enabled": raw == "1"})
+    response = jsonify({"camera": name, "motion": status})
     response.headers.update(mjpeg.NO_CACHE)
     return response
 
@@ -60,10 +81,15 @@ def switch(name: str):
 def picture(name: str):
     """What the detector sees: its grey picture, changed pixels red, masked areas blue."""
     watch = _watch(name)
-    if not watch.enabled:
+    if watch.active:
+        enabled, jpeg = watch.enabled, watch.picture()
+    else:  # CAMERA=redis: the publisher's detector
+        encoded = _forward(watch, "motion.jpg", {})
+        jpeg = base64.b64decode(encoded) if encoded else None
+        enabled = jpeg is not None or bool((_published(name) or {}).get("enabled"))
+    if not enabled:
         abort(404, f"motion detection is off for camera {name!r}: set motion = true, or "
                    f"POST /camera/{name}/motion with enabled=1")
-    jpeg = watch.picture()
     if jpeg is None:
         return Response("503 Service Unavailable: the detector has not analysed a frame "
                         "yet\n", 503, {"Retry-After": "1", **mjpeg.NO_CACHE},

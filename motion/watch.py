@@ -64,6 +64,9 @@ class Watch:
         self.recorder = recorder
         self.publish = publish
         self.active = active
+        # Inactive: forward(camera, command, args) -> result hands "motion" (args:
+        # enabled) and "motion.jpg" to the owner (over Redis), as recorders do.
+        self.forward: Callable[[str, str, dict], object] | None = None
         self.enabled = bool(self.settings.motion)  # switched at run time by set_enabled
         self.detector: Detector | None = None  # the running session's (motion.jpg)
         self.episodes = Episodes(self.settings.motion_frames, self.settings.motion_gap)

@@ -7,6 +7,7 @@ they get their camera's settings all the same.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import importlib.util
 import inspect
@@ -107,6 +108,8 @@ class Cameras(Mapping[str, BaseCamera]):
                 self.recorders[name].forward = forward
         # Motion events go to the event feed (events/) once it is there.
         self.motion = Watches(self, self.recorders, publish=self._publish, active=records)
+        for name, camera in self._by_name.items():
+            self.motion[name].forward = getattr(camera, "forward", None)
 
     def _publish(self, kind: str, data: dict) -> None:
         events = getattr(self, "events", None)
@@ -117,6 +120,19 @@ class Cameras(Mapping[str, BaseCamera]):
     def build(cls, settings: config.Settings) -> Cameras:
         return cls([build(camera) for camera in settings.cameras], settings.recordings_dir,
                    records=not settings.uses_redis)
+
+    def command(self, camera: str, command: str, args: dict | None = None):
+        """Apply a command a CAMERA=redis web worker forwarded (the owner's side of
+        `forward`): recording's (Recorders.command), or motion's: "motion" (args:
+        enabled) answers the status, "motion.jpg" the picture in base64 (or None)."""
+        if command == "motion":
+            watch = self.motion[camera]
+            watch.set_enabled(bool((args or {}).get("enabled")))
+            return watch.status()
+        if command == "motion.jpg":
+            jpeg = self.motion[camera].picture() if self.motion[camera].enabled else None
+            return None if jpeg is None else base64.b64encode(jpeg).decode("ascii")
+        return self.recorders.command(camera, command, args)
 
     def start(self) -> None:
         """Start what runs without viewers: continuous and event recording, timelapse,
@@ -154,7 +170,8 @@ class Cameras(Mapping[str, BaseCamera]):
         motion = self.motion[name]
         return {**status, "viewers": status["viewers"] + variants.viewers,
                 "variants": variants.status(), **self.recorders[name].status(),
-                **({"motion": motion.status()} if motion.active else {})}
+                # CAMERA=redis web workers: the publisher's, from the camera's status
+                "motion": motion.status() if motion.active else status.get("motion")}
 
     def close(self, wait: float = 2.0) -> None:
         """Shut down: finish the open recordings, end every stream and stop every camera,

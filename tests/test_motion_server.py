@@ -10,6 +10,7 @@ import time
 import cv2
 import numpy as np
 from conftest import wait_until
+from test_redis import publishers, redis_server, web  # noqa: F401 - fixtures
 
 MOTION_FPS = 5
 
@@ -137,3 +138,25 @@ def test_the_readme_motion_commands_switch_detection_and_fetch_motion_jpg(server
                                                  f"127.0.0.1:{server.port}"), tmp_path)
     picture = cv2.imread(str(tmp_path / "motion.jpg"))
     assert code == 0 and picture is not None and picture.shape[1] >= 320, errors
+
+
+def test_with_redis_the_publisher_detects_and_workers_show_and_switch_it(
+        servers, redis_server, publishers, tmp_path):  # noqa: F811 - fixtures
+    move = tmp_path / "move"
+    publishers(CAMERA="scene", MOTION="1", MOTION_GAP="1", SCENE_MOVE=str(move))
+    server = web(servers, redis_server, workers=2)
+    # Nobody watches: the publisher captures all the same, for its detector.
+    motion = wait_until(lambda: (server.status().get("motion") or {}).get("fps")
+                        and server.status()["motion"], timeout=20, message="its detector")
+    assert motion["enabled"] and not motion["active"] and server.status()["viewers"] == 0
+    move.touch()
+    wait_until(lambda: server.status()["motion"]["active"], timeout=10, message="an event")
+    move.unlink()
+    code, headers, body = server.get("/camera/camera/motion.jpg")
+    assert code == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
+    for enabled in ("0", "1"):  # through any worker: every worker shows the answer
+        code, _, body = server.get(f"/camera/camera/motion?enabled={enabled}", method="POST")
+        assert code == 200 and json.loads(body)["motion"]["enabled"] is (enabled == "1")
+        wait_until(lambda: all(server.status()["motion"]["enabled"] is (enabled == "1")
+                               for _ in range(4)), timeout=5, message="the status")
+    assert server.get("/camera/camera/motion?enabled=2", method="POST")[0] == 400
