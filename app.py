@@ -33,6 +33,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from base_camera import BaseCamera, CameraClosed
 from events import routes as event_routes
+from motion import routes as motion_routes
 from recording import routes as recording_routes
 from server import access, config, connections, process
 from server.cameras import Cameras
@@ -71,6 +72,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     app.register_blueprint(views)
     recording_routes.install(app, cameras.recorders)
     event_routes.install(app, cameras.events)
+    motion_routes.install(app, cameras.motion)
     return app
 
 

@@ -116,8 +116,9 @@ class Camera(BaseCamera):
         return super().snapshot(timeout)
 
     def forward(self, camera: str, command: str, args: dict) -> dict:
-        """A recording command ("record", "stop", "event") for the publisher, which owns
-        the camera: sent on the camera's control channel; its answer is returned."""
+        """A recording or motion command ("record", "stop", "event", "motion",
+        "motion.jpg") for the publisher, which owns the camera: sent on the camera's
+        control channel; its answer is returned."""
         channel = self.settings.channel
         answer_key = f"{channel}:answer:{uuid.uuid4().hex}"
         try:
@@ -159,7 +160,7 @@ class Camera(BaseCamera):
             status.update({k: v for k, v in json.loads(state).items()
                            if k in ("running", "fps", "frame_size", "frame_bytes", "error",
                                     "frames_captured", "stuck", "recording", "recorder",
-                                    "webhook")})
+                                    "webhook", "motion")})
         status["viewers"] = self.viewers + viewers
         return status
 
@@ -223,7 +224,7 @@ def _answer_commands(cameras, settings, stop: threading.Event) -> None:
                     continue
                 request = json.loads(message["data"])
                 try:
-                    answer = {"result": cameras.recorders.command(
+                    answer = {"result": cameras.command(
                         control[message["channel"].decode()], request["command"],
                         request.get("args"))}
                 except (RecordingError, ValueError, KeyError) as exc:

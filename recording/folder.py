@@ -84,6 +84,7 @@ class Recording:
     frames: int | None
     bytes: int
     in_progress: bool = False
+    snapshot: bool = False  # an event's snapshot (motion's peak frame) lies beside it
 
     def as_dict(self) -> dict:
         return {
@@ -172,6 +173,33 @@ class CameraFolder:
             return None
         return path
 
+    def snapshot_path(self, file: str) -> Path | None:
+        """Where the snapshot of recording `file` goes: `<name without .mkv>.jpg` in its
+        day folder (made if missing); None unless `file` is a name the recorder makes."""
+        match = file_pattern(self.name).fullmatch(file)
+        if not match or _name_time(match) is None:
+            return None
+        day = self.dir / f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
+        day.mkdir(parents=True, exist_ok=True)
+        return day / f"{file[:-len('.mkv')]}.jpg"
+
+    def snapshot_of(self, file: str) -> Path | None:
+        """The snapshot of recording `file`, if there is one (strict name, inside this
+        camera's folder, a regular file), else None."""
+        match = file_pattern(self.name).fullmatch(file)
+        if not match or _name_time(match) is None:
+            return None
+        day = f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
+        path = self.dir / day / f"{file[:-len('.mkv')]}.jpg"
+        try:
+            if not path.is_file() or path.is_symlink():
+                return None
+            if path.resolve().parent.parent != self.dir.resolve():
+                return None
+        except OSError:
+            return None
+        return path
+
     def recordings(self, day: str | None = None, limit: int | None = None,
                    open_clip: ClipFile | None = None,
                    open_elsewhere: str | None = None) -> list[Recording]:
@@ -195,6 +223,7 @@ class CameraFolder:
                 entries = list(os.scandir(folder))
             except OSError:
                 continue
+            jpegs = {e.name for e in entries if e.name.endswith(".jpg")}  # snapshots
             for entry in entries:
                 match = pattern.fullmatch(entry.name)
                 if not match:
@@ -218,6 +247,8 @@ class CameraFolder:
                 found.append(Recording(entry.name, path, _kind_of(match),
                                        start or _name_time(match) or st.st_mtime, end, frames,
                                        st.st_size, entry.name == open_elsewhere))
+            for item in found:
+                item.snapshot = f"{item.file[:-len('.mkv')]}.jpg" in jpegs
             found.sort(key=lambda r: (r.start, r.file), reverse=True)
             result += found
             if limit is not None and len(result) >= limit:
@@ -262,6 +293,7 @@ class CameraFolder:
         if (open_clip is not None and open_clip.path == path) or path.name == open_elsewhere:
             raise RecordingError("this recording is still being written")
         path.unlink()
+        path.with_suffix(".jpg").unlink(missing_ok=True)  # its snapshot goes with it
 
     def timelapse_days(self) -> list[dict]:
         """Days with stills, newest first: day, stills (count), first, last, video."""

@@ -147,17 +147,19 @@ class Recorder:
         now = time.time()
         return self._tap.ask(lambda asked: asked.stop(now)) is not None
 
-    def trigger_event(self) -> dict:
-        """An event: a clip from `pre_event` before now to `post_event` after the last
-        trigger (a trigger during a clip extends it)."""
+    def trigger_event(self, at: float | None = None) -> dict:
+        """An event: a clip from `pre_event` before now (or capture time `at`, e.g. the
+        first motion frame's) to `post_event` after the last trigger (a trigger during a
+        clip extends it)."""
         if not self.active:
             return self._forward("event")
         load_av()
-        now = time.time()
+        now = time.time() if at is None else at
         self._tap.check_open()
 
         def trigger(asked: Asked) -> Asked:
-            self.figures.events += 1  # under the tap's lock: handlers may be threads
+            if asked.event is None or now >= asked.event.until:
+                self.figures.events += 1  # a new event, not one extended (under the lock)
             return asked.trigger(now, self.rules)
 
         clip = self._tap.ask(trigger).event

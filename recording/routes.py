@@ -84,7 +84,9 @@ def _json(body, status: int = 200) -> Response:
 def _entry(name: str, item: recording.Recording) -> dict:
     return {**item.as_dict(),
             "download": url_for("recordings.download", name=name, file=item.file),
-            "play": url_for("recordings.play", name=name, file=item.file)}
+            "play": url_for("recordings.play", name=name, file=item.file),
+            "snapshot": url_for("recordings.snapshot", name=name, file=item.file)
+            if item.snapshot else None}
 
 
 def _control(call):
@@ -170,6 +172,16 @@ def delete(name: str, file: str):
         abort(404, f"no recording {file!r} of camera {name!r}")
     log.info("%s: deleted %s (HTTP)", name, file)
     return Response(status=204)
+
+
+@bp.get("/camera/<name>/recordings/<file>/snapshot.jpg", merge_slashes=False)
+def snapshot(name: str, file: str):
+    """An event clip's snapshot: the frame motion detection scored highest."""
+    recorder = _recorder(name)
+    path = recorder.folder.snapshot_of(file)
+    if path is None:
+        abort(404, f"no snapshot of recording {file!r} of camera {name!r}")
+    return send_file(path, mimetype="image/jpeg", conditional=True, max_age=0)
 
 
 @bp.get("/camera/<name>/recordings/<file>/play", merge_slashes=False)

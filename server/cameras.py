@@ -7,6 +7,7 @@ they get their camera's settings all the same.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import importlib.util
 import inspect
@@ -20,6 +21,7 @@ from pathlib import Path
 import base_camera
 from base_camera import BaseCamera
 from events import EventBus, webhook
+from motion import Watches
 from recording import Recorders
 from stream import Variants
 
@@ -109,15 +111,34 @@ class Cameras(Mapping[str, BaseCamera]):
                 self.recorders[name].forward = forward
         # Where the cameras are owned (detected, recorded), motion events are POSTed.
         self.webhooks = webhook.for_cameras(self, self.events) if records else {}
+        self.motion = Watches(self, self.recorders, publish=self.events.publish,
+                              active=records)
+        for name, camera in self._by_name.items():
+            self.motion[name].forward = getattr(camera, "forward", None)
 
     @classmethod
     def build(cls, settings: config.Settings) -> Cameras:
         return cls([build(camera) for camera in settings.cameras], settings.recordings_dir,
                    records=not settings.uses_redis)
 
+    def command(self, camera: str, command: str, args: dict | None = None):
+        """Apply a command a CAMERA=redis web worker forwarded (the owner's side of
+        `forward`): recording's (Recorders.command), or motion's: "motion" (args:
+        enabled) answers the status, "motion.jpg" the picture in base64 (or None)."""
+        if command == "motion":
+            watch = self.motion[camera]
+            watch.set_enabled(bool((args or {}).get("enabled")))
+            return watch.status()
+        if command == "motion.jpg":
+            jpeg = self.motion[camera].picture() if self.motion[camera].enabled else None
+            return None if jpeg is None else base64.b64encode(jpeg).decode("ascii")
+        return self.recorders.command(camera, command, args)
+
     def start(self) -> None:
-        """Start what runs without viewers: continuous and event recording, timelapse."""
+        """Start what runs without viewers: continuous and event recording, timelapse,
+        motion detection."""
         self.recorders.start()
+        self.motion.start()
 
     def __getitem__(self, name: str) -> BaseCamera:
         return self._by_name[name]
@@ -146,15 +167,17 @@ class Cameras(Mapping[str, BaseCamera]):
     def status(self, name: str) -> dict:
         """A camera's figures for /status, its variants' with them."""
         status, variants = self._by_name[name].status(), self.variants[name]
-        hook = self.webhooks.get(name)
+        hook, motion = self.webhooks.get(name), self.motion[name]
         return {**status, "viewers": status["viewers"] + variants.viewers,
                 "variants": variants.status(), **self.recorders[name].status(),
-                # CAMERA=redis web workers: the publisher's (it sends them)
+                # CAMERA=redis web workers: the publisher's, from the camera's status
+                "motion": motion.status() if motion.active else status.get("motion"),
                 "webhook": hook.status() if hook is not None else status.get("webhook")}
 
     def close(self, wait: float = 2.0) -> None:
         """Shut down: finish the open recordings, end every stream and stop every camera,
         all at once first, then waiting up to `wait` seconds for files and drivers."""
+        self.motion.close(wait=0)  # no new event clips from here on
         self.recorders.close(wait=0)  # finish the files while their cameras still run
         for hook in self.webhooks.values():
             hook.close(wait=0)  # what it has queued gets one more try, in its own thread
@@ -167,5 +190,6 @@ class Cameras(Mapping[str, BaseCamera]):
         for camera in self._by_name.values():
             camera.close(wait=max(0.01, deadline - time.monotonic()), since=began)
         self.recorders.close(wait=max(0.01, deadline - time.monotonic()))
+        self.motion.close(wait=max(0.01, deadline - time.monotonic()))
         for hook in self.webhooks.values():
             hook.close(wait=max(0.01, deadline - time.monotonic()))

@@ -34,6 +34,10 @@ class ConfigError(ValueError):
 
 RECORD_MODES = ("off", "continuous", "events")
 
+# motion_mask: rectangles (x, y, w, h) in percent of the picture, or the absolute path
+# of an image whose black pixels are ignored (read again by motion/mask.py), or None.
+MotionMask = tuple[tuple[float, float, float, float], ...] | str | None
+
 
 @dataclass(frozen=True)
 class CameraSettings:
@@ -58,6 +62,15 @@ class CameraSettings:
     keep_days: float | None = None
     keep_gb: float | None = None
     max_variants: int = 4  # size variants made at once
+    motion: bool = False  # detect motion on this camera (motion/)
+    motion_threshold: float = 1.0  # percent of the picture changed: a motion frame
+    motion_noise: int | None = None  # per-pixel change that counts; None: auto
+    motion_frames: int = 2  # consecutive motion frames that start an event
+    motion_gap: float = 10.0  # seconds without motion that end an event
+    motion_fps: float = 5.0  # frames analysed per second at most
+    motion_lightswitch: float = 60.0  # percent changed at once: a light change
+    motion_mask: MotionMask = None  # areas to ignore: rectangles, or an image's path
+    motion_webhook: str | None = None  # URL POSTed on each event start and end
     redis_url: str = "redis://localhost:6379/0"
     channel: str = "camera"  # the Redis channel of this camera's frames
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -203,6 +216,85 @@ def record_mode(label: str, raw: Any) -> str:
     return value
 
 
+def motion_noise(label: str, raw: Any) -> int | None:
+    """motion_noise: `auto` (None: the detector follows the scene's noise) or 1-255."""
+    if isinstance(raw, str) and raw.strip().lower() in ("auto", ""):
+        return None
+    try:
+        return number(int, minimum=1, maximum=255)(label, raw)
+    except ConfigError:
+        raise _fail(label, raw, "auto, or a whole number from 1 to 255 (the per-pixel "
+                    "brightness change that counts)") from None
+
+
+_RECTANGLE = re.compile(r"\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*")
+_MASK_EXPECTED = ("rectangles x,y,w,h in percent of the picture, space-separated (e.g. "
+                  "'0,0,100,15 70,60,30,40'), or a PNG or PGM file whose black pixels are "
+                  "ignored")
+
+
+def motion_mask(label: str, raw: Any) -> MotionMask:
+    """motion_mask: rectangles `x,y,w,h` in percent (a TOML string or list of strings),
+    or an image file, read here once so that a missing or unreadable one stops the
+    server at start, not the detector later."""
+    if isinstance(raw, list) and all(isinstance(r, str) for r in raw):
+        value = " ".join(raw).strip()
+    elif isinstance(raw, str):
+        value = raw.strip()
+    else:
+        raise _fail(label, raw, _MASK_EXPECTED)
+    if not value:
+        return None
+    words = value.split()
+    if all("," in word for word in words):
+        rectangles = []
+        for word in words:
+            match = _RECTANGLE.fullmatch(word)
+            try:
+                x, y, w, h = (float(n) for n in match.groups()) if match else (0, 0, 0, 0)
+            except ValueError:
+                x = y = w = h = 0.0
+            if not (w > 0 and h > 0 and x + w <= 100 and y + h <= 100):
+                raise ConfigError(f"{shown(label, raw)}: {word!r} is not a rectangle inside "
+                                  f"the picture: expected {_MASK_EXPECTED}")
+            rectangles.append((x, y, w, h))
+        return tuple(rectangles)
+    path = Path(value)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        why = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror
+        raise ConfigError(f"{shown(label, raw)}: {why}; expected {_MASK_EXPECTED}") from None
+    import cv2  # here: only a mask image needs it, and only at start
+    import numpy
+
+    image = cv2.imdecode(numpy.frombuffer(data, numpy.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ConfigError(f"{shown(label, raw)}: not a readable image; expected "
+                          f"{_MASK_EXPECTED}")
+    if not (image >= 128).any():
+        raise ConfigError(f"{shown(label, raw)}: every pixel of the image is black, which "
+                          "would ignore the whole picture; white pixels are watched")
+    return str(path.resolve())
+
+
+def webhook_url(label: str, raw: Any) -> str | None:
+    """motion_webhook: an http:// or https:// URL (its password never shown)."""
+    value = text(label, raw)
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{shown(label, display_url(value))}: expected an http:// or "
+                          "https:// URL, e.g. http://homeassistant.local:8123/api/webhook/door")
+    return value
+
+
 # Per-camera keys: the cameras-file key, its environment variable, its parser.
 CAMERA_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "driver": ("CAMERA", driver_name),
@@ -223,6 +315,15 @@ CAMERA_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "keep_days": ("RECORD_KEEP_DAYS", number(above=0, optional=True)),
     "keep_gb": ("RECORD_KEEP_GB", number(above=0, optional=True)),
     "max_variants": ("MAX_VARIANTS", number(int, minimum=1, maximum=16)),
+    "motion": ("MOTION", flag),
+    "motion_threshold": ("MOTION_THRESHOLD", number(above=0, maximum=100)),
+    "motion_noise": ("MOTION_NOISE", motion_noise),
+    "motion_frames": ("MOTION_FRAMES", number(int, minimum=1, maximum=100)),
+    "motion_gap": ("MOTION_GAP", number(minimum=0, maximum=86400)),
+    "motion_fps": ("MOTION_FPS", number(above=0, maximum=30)),
+    "motion_lightswitch": ("MOTION_LIGHTSWITCH", number(above=0, maximum=100)),
+    "motion_mask": ("MOTION_MASK", motion_mask),
+    "motion_webhook": ("MOTION_WEBHOOK", webhook_url),
 }
 _ENV_NAMES = {key: env for key, (env, _) in CAMERA_KEYS.items()}
 
@@ -459,5 +560,16 @@ def _cameras(env: Mapping[str, str], redis_url: str,
         cameras = (CameraSettings(**defaults, name=name, channel=channel),)
     if defaults.get("driver", "") == "redis":  # web workers: every camera from the publisher
         cameras = tuple(replace(c, driver="redis") for c in cameras)
+    for camera in cameras:
+        _check_motion(camera)
     return tuple(replace(c, redis_url=redis_url) for c in cameras)
+
+
+def _check_motion(camera: CameraSettings) -> None:
+    """The motion settings that only make sense together."""
+    if camera.motion_lightswitch <= camera.motion_threshold:
+        raise ConfigError(
+            f"{shown(camera.where('motion_lightswitch'), camera.motion_lightswitch)}: "
+            f"expected more than motion_threshold ({camera.motion_threshold:g}): a frame "
+            "with more changed than this is a light change, not motion")
 

@@ -50,6 +50,9 @@ def configure_logging(settings: config.Settings) -> None:
     root.setLevel(settings.log_level)
     redact.add_secret(settings.auth_password)
     redact.add_secret(urlsplit(settings.redis_url).password)
+    for camera in settings.cameras:  # a receiver's error may quote its password bare
+        if camera.motion_webhook:
+            redact.add_secret(urlsplit(camera.motion_webhook).password)
     redact.install_log_redaction(root)
 
 

@@ -217,7 +217,7 @@ def checked_block(name: str) -> list[str]:
 
 # Each name's test: here, but "try-it" is tests/test_cameras.py's (the example cameras).
 CHECKED = {"cameras-file", "try-it", "recording-http", "recording-files", "timelapse", "redis",
-           "events"}
+           "events", "motion"}  # "motion": tests/test_motion_server.py
 
 
 def test_every_shell_block_in_the_readme_is_run_by_a_test():
