@@ -33,7 +33,9 @@ from flask import (
 from capture import Fanout, native
 from stream import mjpeg
 
-from . import recorder as recording
+from .clip_file import RecordingError, created, load_av, make_timelapse
+from .folder import TIMELAPSE, Recording, timelapse_video_name, valid_day
+from .recorder import Recorder, Recorders
 
 log = logging.getLogger("recording")
 
@@ -48,7 +50,7 @@ _players: set[_Player] = set()  # every clip this process plays (each recorder's
 _players_lock = threading.Lock()
 
 
-def install(app: Flask, recorders: recording.Recorders) -> None:
+def install(app: Flask, recorders: Recorders) -> None:
     """Register the routes and the command; start recording with the first request if
     nothing started it before (`flask run`; gunicorn starts it at worker boot)."""
     app.extensions["recorders"] = recorders
@@ -60,14 +62,14 @@ def install(app: Flask, recorders: recording.Recorders) -> None:
             recorders.start()
 
 
-def _recorder(name: str) -> recording.Recorder:
+def _recorder(name: str) -> Recorder:
     recorders = current_app.extensions.get("recorders") or {}
     if name not in recorders:
         abort(404, f"no camera {name!r}; cameras: {', '.join(recorders)}")
     return recorders[name]
 
 
-def _recording_path(recorder: recording.Recorder, file: str) -> Path:
+def _recording_path(recorder: Recorder, file: str) -> Path:
     path = recorder.path_of(file)
     if path is None:
         abort(404, f"no recording {file!r} of camera {recorder.name!r}")
@@ -81,7 +83,7 @@ def _json(body, status: int = 200) -> Response:
     return response
 
 
-def _entry(name: str, item: recording.Recording) -> dict:
+def _entry(name: str, item: Recording) -> dict:
     return {**item.as_dict(),
             "download": url_for("recordings.download", name=name, file=item.file),
             "play": url_for("recordings.play", name=name, file=item.file),
@@ -92,7 +94,7 @@ def _entry(name: str, item: recording.Recording) -> dict:
 def _control(call):
     try:
         return call()
-    except recording.RecordingError as exc:
+    except RecordingError as exc:
         abort(503, str(exc))
 
 
@@ -140,7 +142,7 @@ def recordings(name: str):
     """JSON list, newest first. ?day=YYYY-MM-DD: that day only; ?limit=N (default 500)."""
     recorder = _recorder(name)
     day = request.args.get("day")
-    if day is not None and not recording.valid_day(day):
+    if day is not None and not valid_day(day):
         abort(400, f"day must be a date YYYY-MM-DD, not {day!r}")
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
@@ -166,7 +168,7 @@ def delete(name: str, file: str):
         abort(409, f"{file} is still being recorded")
     try:
         recorder.delete(path)
-    except recording.RecordingError as exc:
+    except RecordingError as exc:
         abort(409, str(exc))
     except FileNotFoundError:
         abort(404, f"no recording {file!r} of camera {name!r}")
@@ -195,7 +197,7 @@ def play(name: str, file: str):
     advance = mjpeg.is_browser(request.headers) if advance is None else advance == "1"
     if request.method == "HEAD":
         return Response(b"", headers=mjpeg.STREAM_HEADERS, content_type=mjpeg.MIMETYPE)
-    _control(recording.load_av)
+    _control(load_av)
     if recorder.closed:
         abort(503, "the server is shutting down")
     with _players_lock:
@@ -261,11 +263,11 @@ class _Player:
             self.fanout.release()
 
     def _run(self) -> None:
-        av = recording.load_av()  # imported by the request (play) already
+        av = load_av()  # imported by the request (play) already
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
-                start = recording.created(container)
+                start = created(container)
                 t0 = None
                 t = gap = 0.0
                 for packet in container.demux(stream):
@@ -308,7 +310,7 @@ def timelapse(name: str):
     stills (oldest first)."""
     recorder = _recorder(name)
     day = request.args.get("day")
-    if day is not None and not recording.valid_day(day):
+    if day is not None and not valid_day(day):
         abort(400, f"day must be a date YYYY-MM-DD, not {day!r}")
     days = recorder.timelapse_days()
     if day is not None:
@@ -381,22 +383,22 @@ def timelapse_command(camera: str, day: str | None, fps: float, output: Path | N
     if camera not in recorders:
         raise click.UsageError(f"no camera {camera!r}; cameras: {', '.join(recorders)}")
     day = day or time.strftime("%Y-%m-%d")
-    if not recording.valid_day(day):
+    if not valid_day(day):
         raise click.BadParameter(f"{day!r}: expected a date YYYY-MM-DD", param_hint="--day")
     recorder = recorders[camera]
-    folder = recorder.dir / recording.TIMELAPSE / day
+    folder = recorder.dir / TIMELAPSE / day
     stills = [folder / name for name in recorder.stills(day)]
     if not stills:
         raise click.ClickException(f"no timelapse stills of {camera} on {day} in {folder}")
-    out = output or folder / recording.timelapse_video_name(camera, day)
+    out = output or folder / timelapse_video_name(camera, day)
     # The video is renamed over `out` once complete: that would put a regular file in
     # place of a device (/dev/full, as root), a FIFO or a socket.
     if out.exists() and not out.is_file():
         raise click.ClickException(f"{'--output ' if output else ''}{out} exists and is "
                                    "not a regular file: not replaced")
     try:
-        frames = recording.make_timelapse(stills, out, fps, camera)
-    except (recording.RecordingError, OSError) as exc:
+        frames = make_timelapse(stills, out, fps, camera)
+    except (RecordingError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(out))
     click.echo(f"{frames} stills at {fps:g} fps: {frames / fps:.1f} s", err=True)
