@@ -88,6 +88,9 @@ def waiters(request, monkeypatch):
     fanouts: list[Fanout] = []
     hub = None
     if request.param == "greenlets":
+        # A hub of its own: in-process tests before (the connection cap's gevent
+        # listener) may leave this thread's hub with watchers and greenlets of theirs.
+        gevent.get_hub().destroy(destroy_loop=True)
         hub = gevent.get_hub()
         monkeypatch.setattr(native, "gevent_hub", lambda: hub)
     runner = Waiters(request.param)
