@@ -44,8 +44,13 @@ def test_mjpeg_file_passes_through_byte_for_byte_and_loops(servers, tmp_path):
                                 "CAMERA_FPS": "40"})
     with server.stream() as stream:
         bodies = [p.body for p in stream.frames(12)]
-    start = expected.index(bodies[0])
-    assert bodies == [expected[(start + i) % 8] for i in range(12)]  # the 9th is the 1st
+    # Each frame is one of the file's JPEGs byte for byte, in the file's order, and the
+    # file loops (12 frames of an 8-frame file). A loaded machine may make the viewer
+    # skip one (newest frame wins), never reorder or change one.
+    positions = [expected.index(body) for body in bodies]  # ValueError: not the file's
+    steps = [(b - a) % 8 for a, b in zip(positions, positions[1:])]
+    assert all(1 <= step <= 2 for step in steps), positions
+    assert sum(steps) >= 8, positions  # it went round the loop
     assert "passing its JPEGs through" in server.log()
 
 

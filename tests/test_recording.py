@@ -242,12 +242,14 @@ def test_event_clip_starts_pre_event_before_the_trigger_and_a_second_trigger_ext
                r.status()["recording"] is None, timeout=5)
     [entry] = r.recorder.recordings()
     assert entry.kind == "event" and entry.file.endswith("-event.mkv")
-    assert entry.start == pytest.approx(first - 1.0, abs=2 / FPS)
-    assert entry.end == pytest.approx(second + 0.6, abs=2 / FPS)
+    # To a tenth of a second, as a user would check a clip (the tap looks at the frames
+    # once a second: a loaded machine moves a bound by a frame or two).
+    assert entry.start == pytest.approx(first - 1.0, abs=0.1)
+    assert entry.end == pytest.approx(second + 0.6, abs=0.1)
     nums = numbers(entry.path)
-    assert nums == list(range(nums[0], nums[0] + len(nums)))
+    assert nums == list(range(nums[0], nums[0] + len(nums)))  # every frame in between
     assert ffprobe(entry.path)["duration"] == pytest.approx(second + 0.6 - (first - 1.0),
-                                                             abs=3 / FPS)
+                                                             abs=0.15)
 
 
 def test_manual_clip_with_record_off_runs_its_seconds_then_lets_the_camera_stop(rig):
@@ -262,7 +264,7 @@ def test_manual_clip_with_record_off_runs_its_seconds_then_lets_the_camera_stop(
     wait_until(lambda: r.camera.fanout.subscribers == 0, timeout=5)  # threads gone too
     [entry] = r.recorder.recordings()
     assert entry.kind == "manual" and entry.file.endswith("-manual.mkv")
-    assert entry.end - entry.start == pytest.approx(0.7, abs=2 / FPS)
+    assert entry.end - entry.start == pytest.approx(0.7, abs=0.1)
     # Until stopped: stop ends it.
     assert not r.recorder.stop_clip()
     r.recorder.start_clip()
