@@ -114,12 +114,6 @@ def body(subscription: Subscription, sock: socket.socket | None = None,
                     return
                 checked_at = now
     except FeedClosed:
-        # Shutting down: the server's next keep-alive read sees EOF, so the connection
-        # closes now instead of idling through the graceful timeout (as streams do).
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        mjpeg.shut_reading(sock)  # as streams do at shutdown
     finally:
         subscription.close()

@@ -159,38 +159,35 @@ class CameraFolder:
     def path_of(self, file: str) -> Path | None:
         """The recording `file` names, if it is one of this camera's (strict name, inside
         this camera's folder, a regular file), else None."""
-        match = file_pattern(self.name).fullmatch(file)
-        if not match or _name_time(match) is None:
-            return None
-        day = f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
-        path = self.dir / day / file
-        try:
-            if not path.is_file() or path.is_symlink():
-                return None
-            if path.resolve().parent.parent != self.dir.resolve():
-                return None
-        except OSError:
-            return None
-        return path
+        day = self._day_of(file)
+        return None if day is None else self._inside(self.dir / day / file)
 
     def snapshot_path(self, file: str) -> Path | None:
         """Where the snapshot of recording `file` goes: `<name without .mkv>.jpg` in its
         day folder (made if missing); None unless `file` is a name the recorder makes."""
-        match = file_pattern(self.name).fullmatch(file)
-        if not match or _name_time(match) is None:
+        day = self._day_of(file)
+        if day is None:
             return None
-        day = self.dir / f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
-        day.mkdir(parents=True, exist_ok=True)
-        return day / f"{file[:-len('.mkv')]}.jpg"
+        (self.dir / day).mkdir(parents=True, exist_ok=True)
+        return self.dir / day / f"{file[:-len('.mkv')]}.jpg"
 
     def snapshot_of(self, file: str) -> Path | None:
         """The snapshot of recording `file`, if there is one (strict name, inside this
         camera's folder, a regular file), else None."""
+        day = self._day_of(file)
+        return None if day is None else self._inside(
+            self.dir / day / f"{file[:-len('.mkv')]}.jpg")
+
+    def _day_of(self, file: str) -> str | None:
+        """The day folder of a name the recorder makes (YYYY-MM-DD); None for any other
+        name: a name from a URL is used only once it matched exactly."""
         match = file_pattern(self.name).fullmatch(file)
         if not match or _name_time(match) is None:
             return None
-        day = f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
-        path = self.dir / day / f"{file[:-len('.mkv')]}.jpg"
+        return f"{match[1][:4]}-{match[1][4:6]}-{match[1][6:]}"
+
+    def _inside(self, path: Path) -> Path | None:
+        """`path` if it is a regular file (no symlink) in a day folder of this camera."""
         try:
             if not path.is_file() or path.is_symlink():
                 return None

@@ -141,15 +141,19 @@ def stream(viewer: Viewer, advance: bool, fps: float | None,
                     return
                 alive_at = clock()
     except CameraClosed:
-        # Shutting down: make the server's next keep-alive read see EOF, so the
-        # connection closes now instead of idling through the graceful timeout.
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        shut_reading(sock)
     finally:
         viewer.close()
+
+
+def shut_reading(sock: socket.socket | None) -> None:
+    """Shutting down: make the server's next keep-alive read see EOF, so the connection
+    closes now instead of idling through the graceful timeout."""
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
 
 def rate_cap(timestamp: float, due: float, interval: float) -> tuple[float, bool]:
