@@ -73,6 +73,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     recording_routes.install(app, cameras.recorders)
     event_routes.install(app, cameras.events)
     motion_routes.install(app, cameras.motion)
+    app.before_request(_start_cameras)
     return app
 
 
@@ -80,6 +81,14 @@ def create_app(settings: config.Settings | None = None) -> Flask:
 
 def _cameras() -> Cameras:
     return current_app.extensions["cameras"]
+
+
+def _start_cameras() -> None:
+    """What runs without viewers (recording, detection) starts with the first request
+    where nothing started it before (`flask run`; gunicorn starts it at worker boot)."""
+    cameras = _cameras()
+    if not cameras.started:
+        cameras.start()
 
 
 def _settings() -> config.Settings:

@@ -7,6 +7,8 @@ only when that size changes (a camera restarted at another resolution).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -37,10 +39,10 @@ def _from_image(path: str, width: int, height: int) -> np.ndarray:
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
-        raise MaskError(f"motion_mask {path}: {exc.strerror}") from None
+        raise MaskError(f"motion_mask {Path(path).name}: {exc.strerror}") from None
     image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     if image is None:
-        raise MaskError(f"motion_mask {path}: not a readable image any more")
+        raise MaskError(f"motion_mask {Path(path).name}: not a readable image any more")
     # INTER_AREA: each small pixel is the mean of the mask pixels it covers; it is
     # ignored when most of them are black.
     small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -23,15 +23,9 @@ bp = Blueprint("motion", __name__, cli_group=None)
 
 
 def install(app: Flask, watches: Watches) -> None:
-    """Register the routes; start detection with the first request if nothing started
-    it before (`flask run`; gunicorn starts it at worker boot)."""
+    """Register the routes (the app starts detection: see app.py)."""
     app.extensions["motion"] = watches
     app.register_blueprint(bp)
-
-    @app.before_request
-    def start_motion():
-        if not watches.started:
-            watches.start()
 
 
 def _forward(watch: Watch, command: str, args: dict):

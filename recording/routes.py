@@ -51,15 +51,9 @@ _players_lock = threading.Lock()
 
 
 def install(app: Flask, recorders: Recorders) -> None:
-    """Register the routes and the command; start recording with the first request if
-    nothing started it before (`flask run`; gunicorn starts it at worker boot)."""
+    """Register the routes and the command (the app starts recording: see app.py)."""
     app.extensions["recorders"] = recorders
     app.register_blueprint(bp)
-
-    @app.before_request
-    def start_recording():
-        if not recorders.started:
-            recorders.start()
 
 
 def _recorder(name: str) -> Recorder:

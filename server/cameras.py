@@ -103,6 +103,7 @@ class Cameras(Mapping[str, BaseCamera]):
         self.variants = {camera.name: Variants(camera) for camera in cameras}
         self.events = EventBus()  # motion and recording events: /events, webhooks
         # `records`: this process owns the cameras (not a CAMERA=redis web worker).
+        self.started = False  # start() ran: recording and detection are on
         self.recorders = Recorders(self, recordings_dir, active=records,
                                    on_file=lambda file: self.events.publish("recording", file))
         for name, camera in self._by_name.items():
@@ -137,6 +138,7 @@ class Cameras(Mapping[str, BaseCamera]):
     def start(self) -> None:
         """Start what runs without viewers: continuous and event recording, timelapse,
         motion detection."""
+        self.started = True
         self.recorders.start()
         self.motion.start()
 
