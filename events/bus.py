@@ -101,10 +101,11 @@ class EventBus:
     requests (under gevent, the hub's): its greenlet subscribers are woken through that
     thread's hub."""
 
-    def __init__(self, history: int = HISTORY) -> None:
+    def __init__(self, history: int = HISTORY, first_id: int | None = None) -> None:
         self._fanout = Fanout()
         self._fanout.keep_history(history)
-        self.first_id = int(time.time() * 1000)  # see the module's docstring
+        # See the module's docstring; a bus that relays another's ids starts at 1.
+        self.first_id = int(time.time() * 1000) if first_id is None else first_id
         self._fanout.seq = self.first_id - 1
         self._lock = native.allocate_lock()  # the id and its message are one step
 
@@ -129,6 +130,20 @@ class EventBus:
             event = Event(self._fanout.seq + 1, kind, data, payload)
             self._fanout.publish(event, event.time)
         return event.id
+
+    def relay(self, event_id: int, kind: str, data: dict) -> bool:
+        """Publish an event another process's bus numbered (CAMERA=redis web workers
+        relay the publisher's), keeping its id, so that a client's Last-Event-ID means the
+        same on every worker. Build such a bus with `first_id=1`: any id it relays is
+        then news. An id this bus has passed is dropped: False."""
+        payload = json.dumps(data, separators=(",", ":"), default=str)
+        with self._lock:
+            if event_id <= self._fanout.seq:
+                return False
+            self._fanout.seq = event_id - 1  # ids the publisher's stream trimmed are skipped
+            event = Event(event_id, kind, data, payload)
+            self._fanout.publish(event, event.time)
+        return True
 
     def subscribe(self, camera: str | None = None, last_id: int | None = None,
                   native_thread: bool = False) -> Subscription:

@@ -104,6 +104,20 @@ def test_a_last_event_id_of_an_earlier_run_replays_all_of_this_run_and_one_from_
         assert feed.next_events(0) == []
 
 
+def test_a_relaying_bus_keeps_the_publishers_ids_and_drops_repeats():
+    publisher, worker = EventBus(), EventBus(first_id=1)
+    ids = [publisher.publish("motion", motion("door", "start", n)) for n in range(4)]
+    with worker.subscribe() as feed:
+        assert worker.relay(ids[0], "motion", motion("door", "start", 0))
+        assert not worker.relay(ids[0], "motion", motion("door", "start", 0))  # a repeat
+        assert worker.relay(ids[3], "motion", motion("door", "start", 3))  # two trimmed
+        events = feed.next_events(0)
+        assert [e.id for e in events] == [ids[0], ids[3]]
+        assert events[1] == publisher.subscribe(last_id=ids[2]).next_events(0)[0]
+    with worker.subscribe(last_id=ids[0]) as feed:  # a client's Last-Event-ID from any worker
+        assert [e.id for e in feed.next_events(0)] == [ids[3]]
+
+
 def test_a_camera_subscription_gets_that_camera_only_and_waits_past_the_others():
     bus = EventBus()
     with bus.subscribe(camera="door") as door:
