@@ -13,7 +13,10 @@ workers report their viewer counts under `<channel>:viewers`, so every worker's 
 shows the camera's true figures. The publisher also records (it owns the cameras): web
 workers pass record, stop and event requests to it on `<channel>:control` and wait for
 its answer. A frame crosses Redis once per web worker, not once per
-viewer: each worker fans frames out to its own viewers.
+viewer: each worker fans frames out to its own viewers. The publisher's events (motion,
+recording) go on each camera's `<channel>:events` stream, and every web worker's /events
+feed relays them under the publisher's ids, so a browser's Last-Event-ID is the same on
+any worker and one that reconnects misses nothing still in the stream.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from collections.abc import Iterator
 import redis
 
 from base_camera import DRIVER_SETTINGS, BaseCamera, CameraError, Frame
-from capture import split_comment, with_comment
+from capture import native, split_comment, with_comment
+from events import HISTORY, FeedClosed
 from recording import RecordingError
 from server import config
 from server.redact import display_url
@@ -43,6 +47,7 @@ STATE_TTL_S = 5  # the publisher's status of a camera, refreshed every POLL
 VIEWERS_TTL = 5.0  # a worker's viewer count counts this long after it was reported
 POLL = 0.5  # seconds between subscriber counts in the publisher
 ANSWER_TIMEOUT = 5  # seconds a web worker waits for the publisher to answer a command
+EVENTS_BLOCK_MS = 1000  # a web worker's relay waits this long per read: it sees close()
 TIME_TAG = b"capture-time="
 
 
@@ -137,6 +142,13 @@ class Camera(BaseCamera):
             raise RecordingError(answer["error"])
         return answer["result"]
 
+    def relay_events(self, cameras, bus) -> EventRelay:
+        """Follow the publisher's events of every camera into this worker's `bus` (built
+        with `first_id=1`), in a native thread; `close()` the answer to stop."""
+        return EventRelay(self.settings, [camera.settings.channel for camera in
+                                          cameras.values() if isinstance(camera, Camera)],
+                          bus).start()
+
     def status(self) -> dict:
         """The publisher's figures for the camera, with the viewers of every worker."""
         status = super().status()
@@ -178,6 +190,8 @@ def publish(cameras) -> None:
     forwarders = [_Forwarder(camera, client, stop) for camera in cameras.values()]
     threading.Thread(target=_answer_commands, args=(cameras, settings, stop), daemon=True,
                      name="recording-commands").start()
+    threading.Thread(target=_publish_events, args=(cameras, settings, stop), daemon=True,
+                     name="events").start()
     channels = [camera.settings.channel for camera in cameras.values()]
     shown_url = display_url(settings.redis_url)
     log.info("publishing %s to %s on %s",
@@ -239,6 +253,94 @@ def _answer_commands(cameras, settings, stop: threading.Event) -> None:
         finally:
             pubsub.close()
             client.close()
+
+
+def _publish_events(cameras, settings, stop: threading.Event) -> None:
+    """The publisher's side of EventRelay: each event of its bus onto its camera's
+    `<channel>:events` stream, under the bus's id. While Redis is away the newest HISTORY
+    wait for it (a web worker keeps no more)."""
+    streams = {name: f"{camera.settings.channel}:events" for name, camera in cameras.items()}
+    client, pending = _client(settings), []
+    bus = cameras.events
+    try:  # from the bus's first event: those of the start-up are not lost
+        with bus.subscribe(last_id=bus.first_id - 1, native_thread=True) as feed:
+            while not stop.is_set():
+                pending = (pending + feed.next_events(timeout=POLL))[-HISTORY:]
+                if not pending:
+                    continue
+                try:
+                    pipe = client.pipeline(transaction=False)
+                    for event in pending:
+                        pipe.xadd(streams.get(event.camera, next(iter(streams.values()))),
+                                  {"id": event.id, "kind": event.kind,
+                                   "data": json.dumps(event.data, default=str)},
+                                  maxlen=HISTORY, approximate=True)
+                    pipe.execute()
+                    pending = []
+                except redis.RedisError as exc:
+                    log.debug("events: Redis: %s", exc)  # the main loop logs outages
+                    stop.wait(1.0)
+    except FeedClosed:
+        pass  # the publisher stops
+    finally:
+        client.close()
+
+
+class EventRelay:
+    """A web worker's copy of the publisher's event feed: reads the cameras' event
+    streams (oldest kept first, then each new one) and relays each event into the bus."""
+
+    def __init__(self, settings, channels: list[str], bus) -> None:
+        self._settings, self._bus = settings, bus
+        self._streams = [f"{channel}:events" for channel in channels]
+        self._stop, self._done = native.Flag(), native.Flag()
+
+    def start(self) -> EventRelay:
+        native.start_thread(self._run, ())  # off the event loop: XREAD blocks
+        return self
+
+    def close(self, wait: float = 0.0) -> None:
+        self._stop.set()
+        self._done.wait(wait)
+
+    def _run(self) -> None:
+        client = _client(self._settings)
+        try:
+            last = None  # stream positions; None until the history was read
+            while not self._stop.is_set():
+                try:
+                    last = self._relay(client, last)
+                except redis.RedisError as exc:
+                    log.debug("events: Redis: %s", exc)  # the frames' reader logs outages
+                    self._stop.wait(1.0)
+        finally:
+            client.close()
+            native.destroy_thread_hub()
+            self._done.set()
+
+    def _relay(self, client: redis.Redis, last: dict | None) -> dict:
+        """Relay what came after `last` (the streams' ids read up to), or at first the
+        whole history; the new positions."""
+        if last is None:
+            last, batch = {}, []
+            for stream in self._streams:
+                entries = client.xrange(stream)
+                last[stream] = entries[-1][0] if entries else b"0-0"  # never "$": a gap
+                batch += entries
+        else:
+            answer = client.xread(last, block=EVENTS_BLOCK_MS) or []
+            batch = [entry for stream, entries in answer for entry in entries]
+            last.update({stream: entries[-1][0] for stream, entries in answer})
+        events = []
+        for _, fields in batch:
+            try:
+                events.append((int(fields[b"id"]), fields[b"kind"].decode(),
+                               json.loads(fields[b"data"])))
+            except (KeyError, ValueError):
+                log.debug("events: an entry that is no event: %r", fields)
+        for event in sorted(events, key=lambda e: e[0]):  # the cameras' streams interleave
+            self._bus.relay(*event)
+        return last
 
 
 class _Forwarder:

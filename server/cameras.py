@@ -101,7 +101,10 @@ class Cameras(Mapping[str, BaseCamera]):
                  records: bool = True) -> None:
         self._by_name = {camera.name: camera for camera in cameras}
         self.variants = {camera.name: Variants(camera) for camera in cameras}
-        self.events = EventBus()  # motion and recording events: /events, webhooks
+        # CAMERA=redis web workers relay the publisher's events, under its ids.
+        self._relay_events = None if records else getattr(cameras[0], "relay_events", None)
+        self._relay = None
+        self.events = EventBus(first_id=1 if self._relay_events else None)  # /events, hooks
         # `records`: this process owns the cameras (not a CAMERA=redis web worker).
         self.started = False  # start() ran: recording and detection are on
         self.recorders = Recorders(self, recordings_dir, active=records,
@@ -137,10 +140,13 @@ class Cameras(Mapping[str, BaseCamera]):
 
     def start(self) -> None:
         """Start what runs without viewers: continuous and event recording, timelapse,
-        motion detection."""
+        motion detection; on a CAMERA=redis web worker, the relay of the publisher's
+        events."""
         self.started = True
         self.recorders.start()
         self.motion.start()
+        if self._relay_events is not None:
+            self._relay = self._relay_events(self, self.events)
 
     def __getitem__(self, name: str) -> BaseCamera:
         return self._by_name[name]
@@ -183,6 +189,8 @@ class Cameras(Mapping[str, BaseCamera]):
         self.recorders.close(wait=0)  # finish the files while their cameras still run
         for hook in self.webhooks.values():
             hook.close(wait=0)  # what it has queued gets one more try, in its own thread
+        if self._relay is not None:
+            self._relay.close(wait=0)
         self.events.close()  # the event feeds end
         for name, camera in self._by_name.items():
             self.variants[name].close()
@@ -195,3 +203,5 @@ class Cameras(Mapping[str, BaseCamera]):
         self.motion.close(wait=max(0.01, deadline - time.monotonic()))
         for hook in self.webhooks.values():
             hook.close(wait=max(0.01, deadline - time.monotonic()))
+        if self._relay is not None:
+            self._relay.close(wait=max(0.01, deadline - time.monotonic()))

@@ -149,8 +149,15 @@ def test_with_redis_the_publisher_detects_and_workers_show_and_switch_it(
     motion = wait_until(lambda: (server.status().get("motion") or {}).get("fps")
                         and server.status()["motion"], timeout=20, message="its detector")
     assert motion["enabled"] and not motion["active"] and server.status()["viewers"] == 0
-    move.touch()
-    wait_until(lambda: server.status()["motion"]["active"], timeout=10, message="an event")
+    with server.events() as one, server.events("/camera/camera/events") as two:
+        move.touch()
+        # Each feed is a worker's relay of the publisher's: the same event, the same id.
+        start = one.next_event()
+        assert start["event"] == "motion" and start["data"]["state"] == "start"
+        assert two.next_event() == start
+    wait_until(lambda: server.status()["motion"]["active"], timeout=5, message="the status")
+    with server.events(headers={"Last-Event-ID": str(start["id"] - 1)}) as again:
+        assert again.next_event() == start  # a reconnect to any worker resumes
     move.unlink()
     code, headers, body = server.get("/camera/camera/motion.jpg")
     assert code == 200 and headers["Content-Type"] == "image/jpeg" and body[:2] == b"\xff\xd8"
