@@ -11,16 +11,20 @@
    instead (a still a day: no detector). Each scenario its own server, in turn within
    each round so that the machine's noise falls on both alike; CPU of the process tree
    from /proc over --seconds.
+3. Viewers beside the detector: the motion server of 2. with --viewers full-size viewers
+   (benchmarks/loadclient.py, in this process on the other core), their frames per
+   second, and the detector's frames analysed per second meanwhile.
 
     .venv/bin/python benchmarks/motion.py --runs 3
 
 Targets (the issue): at most 2 ms per analysed 1280x720 frame; motion at 5 fps at most
-2% of a core.
+2% of a core; 30 full-size viewers keep 30 fps while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -29,9 +33,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "drivers")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "drivers"),
+                str(ROOT / "benchmarks")]
 
 from camera_hd import pictures  # noqa: E402
+from loadclient import run as load  # noqa: E402
 from serverkit import cpu_seconds, start_server, tree, wait_until  # noqa: E402
 
 from motion import Detector, small_grey  # noqa: E402
@@ -59,15 +65,35 @@ def per_frame(width: int, height: int, frames: int) -> tuple[float, float]:
     return 1000 * statistics.median(total), 1000 * statistics.median(alone)
 
 
-def server_cpu(env: dict, seconds: float, warmup: float, folder: Path) -> float:
-    """Percent of a core the whole server spends over `seconds`, with no viewers."""
+def hd_server(env: dict, folder: Path):
+    """CAMERA=hd at 1280x720 and 30 fps under gunicorn gevent, pinned to CPU 0."""
     wrap = ["taskset", "-c", "0"] if shutil.which("taskset") else None
     server = start_server("gevent", folder, {
         "CAMERA": "hd", "CAMERA_RESOLUTION": "1280x720", "CAMERA_FPS": "30",
         "RECORDINGS_DIR": str(folder / "recordings"), "LOG_LEVEL": "WARNING", **env},
         wrap=wrap)
+    wait_until(lambda: server.status()["running"], timeout=20, message="capturing")
+    return server
+
+
+def with_viewers(viewers: int, seconds: float, warmup: float, folder: Path) -> dict:
+    """The viewers' frame rates and the detector's, all at once."""
+    server = hd_server(SCENARIOS["motion at 5 fps"], folder)
     try:
-        wait_until(lambda: server.status()["running"], timeout=20, message="capturing")
+        if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+            os.sched_setaffinity(0, {1})  # the viewers on the other core
+        wait_until(lambda: server.status()["motion"]["fps"], timeout=20, message="analysing")
+        result = load(f"http://127.0.0.1:{server.port}/video_feed", viewers, seconds, warmup)
+        after = server.status()["motion"]
+        return {**result, "motion_fps": after["fps"], "ms_per_frame": after["ms_per_frame"]}
+    finally:
+        server.kill()
+
+
+def server_cpu(env: dict, seconds: float, warmup: float, folder: Path) -> float:
+    """Percent of a core the whole server spends over `seconds`, with no viewers."""
+    server = hd_server(env, folder)
+    try:
         time.sleep(warmup)
         pids = tree(server.proc.pid)
         cpu0, t0 = cpu_seconds(pids), time.monotonic()
@@ -87,6 +113,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--viewers", type=int, default=30)
     args = parser.parse_args()
 
     print("CPU per analysed frame (ms; median of each run's frames, then of the runs):\n")
@@ -119,6 +146,20 @@ def main() -> None:
     added = [m - b for m, b in zip(motion, base, strict=True)]
     print(f"\nmotion detection adds {statistics.median(added):.2f}% of a core (median of each "
           f"round's difference: {' / '.join(f'{x:.2f}' for x in added)})")
+
+    print(f"\n{args.viewers} full-size viewers of the motion camera, {args.seconds:g} s, "
+          f"{args.runs} runs:\n")
+    print("| run | viewers' fps (median / lowest) | failed | frames analysed per s | "
+          "ms per analysed frame |")
+    print("|---|---|---|---|---|")
+    folder = Path(tempfile.mkdtemp(prefix="motion-bench-"))
+    try:
+        for run in range(args.runs):
+            r = with_viewers(args.viewers, args.seconds, args.warmup, folder)
+            print(f"| {run + 1} | {r['fps_median']:.2f} / {r['fps_min']:.2f} | {r['failed']} | "
+                  f"{r['motion_fps']:.1f} | {r['ms_per_frame']:.2f} |", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
